@@ -1,0 +1,3 @@
+"""qharness: quantization-aware evaluation harness."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,170 @@
+"""The ``qharness`` command line. Exit codes: 0 pass, 1 gate failed, 2 usage or input error."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+EXIT_OK, EXIT_GATE_FAILED, EXIT_USAGE = 0, 1, 2
+
+DESCRIPTION = """\
+Quantize a language model at several bit widths, evaluate every variant item by item
+against the 16-bit baseline, and report where quality breaks.
+
+examples:
+  qharness run --model default --methods rtn --bits 8,4,3,2 --suite tasks/default.yaml --out results/demo
+  qharness report results/demo
+"""
+
+
+def default_threads() -> int:
+    """Leave one core free: on a shared machine a busy core stalls every thread."""
+    return max(1, (os.cpu_count() or 1) - 1)
+
+
+def _bits(text: str) -> list[int]:
+    try:
+        values = [int(b) for b in text.split(",") if b.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"bits must be comma-separated integers, not {text!r}") from None
+    if not values:
+        raise argparse.ArgumentTypeError("give at least one bit width")
+    return values
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, not {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, not {value}")
+    return value
+
+
+def _group_size(text: str) -> int | None:
+    if text.lower() in ("none", "channel", "0", "-1"):
+        return None
+    return _positive(text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="qharness", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    run = commands.add_parser("run", help="quantize and evaluate every variant, then write reports",
+                              description="Quantize the model with each method at each bit width, "
+                              "evaluate the baseline and every variant on the suite, store per-item "
+                              "rows, and write the reports. Rerunning the same command resumes.")  # fmt: skip
+    model = run.add_argument_group("model")
+    model.add_argument("--model", default="default",
+                       help="'default' (SmolLM2-135M-Instruct), a Hugging Face id, a local folder or a .gguf file")  # fmt: skip
+    model.add_argument("--revision", default=None, help="model revision (branch, tag or commit)")
+    model.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+                       help="dtype to load and score in (default float32: bf16 flips items on its own)")  # fmt: skip
+    model.add_argument("--trust-remote-code", action="store_true", help="allow the model's own Python code")
+    quant = run.add_argument_group("quantization")
+    quant.add_argument("--methods", default="rtn", help="comma-separated methods (default: rtn)")
+    quant.add_argument("--bits", type=_bits, default=[8, 4, 3, 2], help="comma-separated bit widths (default: 8,4,3,2)")
+    quant.add_argument("--group-size", type=_group_size, default=128,
+                       help="weights per scale along the input dimension; 'channel' for one per row (default 128)")  # fmt: skip
+    quant.add_argument("--symmetric", action="store_true", help="symmetric grid (no zero-point)")
+    evaluation = run.add_argument_group("evaluation")
+    evaluation.add_argument("--suite", type=Path, default=Path("tasks/default.yaml"), help="suite YAML file")
+    evaluation.add_argument("--limit", type=_positive, default=None, help="evaluate only the first N items of each task")
+    evaluation.add_argument("--seed", type=int, default=0, help="seed for few-shot sampling (default 0)")
+    evaluation.add_argument("--batch-size", type=_positive, default=8, help="sequences per forward pass (default 8)")
+    evaluation.add_argument("--threads", type=_positive, default=default_threads(),
+                            help=f"CPU threads (default {default_threads()}: all cores but one)")  # fmt: skip
+    evaluation.add_argument("--kld-topk", type=_positive, default=128,
+                            help="baseline tokens kept per position for KL divergence (default 128)")  # fmt: skip
+    output = run.add_argument_group("output")
+    output.add_argument("--out", type=Path, default=None, help="run folder (default: results/<model>-<suite>)")
+    output.add_argument("--overwrite", action="store_true",
+                        help="replace a stored run whose model, suite, settings or code differ (default: refuse)")  # fmt: skip
+    output.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    report = commands.add_parser("report", help="rewrite the reports of a stored run (no model needed)")
+    report.add_argument("run_dir", type=Path, metavar="RUN", help="a results/<run> folder")
+    return parser
+
+
+def _version() -> str:
+    from harness import __version__
+
+    return __version__
+
+
+def _variants(args) -> list:
+    from harness.errors import InputError
+    from harness.methods import make_config
+    from harness.records import Variant
+
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if not methods:
+        raise InputError("--methods: give at least one method")
+    variants, seen = [], set()
+    for method in methods:
+        for bits in args.bits:
+            config = make_config(method, bits=bits, group_size=args.group_size, symmetric=args.symmetric)
+            name = config.variant_name
+            if name not in seen:
+                seen.add(name)
+                variants.append(Variant(name, config))
+    return variants
+
+
+def cmd_run(args, argv: list[str]) -> int:
+    from harness.errors import InputError
+    from harness.records import ModelSpec, RunSpec
+    from harness.runner import run
+    from harness.suites import load_suite
+
+    variants = _variants(args)  # bad methods or bits fail before anything is loaded
+    suite = load_suite(args.suite)
+    out = args.out or Path("results") / f"{Path(args.model).stem}-{suite.name}"
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out} is a file, not a folder")
+    spec = RunSpec(
+        model=ModelSpec(args.model, args.revision, args.dtype, args.trust_remote_code),
+        suite_path=args.suite, out=out, variants=tuple(variants), limit=args.limit, seed=args.seed,
+        threads=args.threads, batch_size=args.batch_size, kld_topk=args.kld_topk,
+    )  # fmt: skip
+    store = run(spec, overwrite=args.overwrite, progress=not args.no_progress, argv=["qharness", *argv])
+    print(f"wrote {store.root}/report.md")
+    return EXIT_OK
+
+
+def cmd_report(args) -> int:
+    from harness.report import write_reports
+    from harness.store import RunStore
+
+    paths = write_reports(RunStore(args.run_dir))
+    print(f"wrote {paths['report']}")
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser().parse_args(argv)
+    from harness.errors import InputError
+
+    try:
+        if args.command == "run":
+            return cmd_run(args, argv)
+        return cmd_report(args)
+    except InputError as exc:
+        print(f"qharness: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("qharness: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

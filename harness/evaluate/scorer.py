@@ -1,0 +1,176 @@
+"""Batched scoring of token continuations, and greedy generation.
+
+A request is ``(context_ids, continuation_ids)``. For each request the scorer returns
+the log-probability of every continuation token, whether greedy decoding would have
+produced the continuation, and the next-token distributions at those positions —
+summarised as their top-k (kept for the baseline), or compared to the baseline's
+summary (mean KL divergence and top-1 agreement, for a variant).
+
+KL divergence from a top-k summary: the baseline keeps its k most likely tokens per
+position and the variant's distribution is coarse-grained the same way (those k tokens
+plus one bucket for the rest). The result is the exact KL between the coarse-grained
+distributions: a lower bound on the full KL that is exact when the baseline's tail
+mass is zero (and always when k >= vocabulary size).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass
+class TopK:
+    """A model's k most likely next tokens at each scored position."""
+
+    idx: torch.Tensor  # [n, k] int32
+    logp: torch.Tensor  # [n, k] float32
+
+
+@dataclass
+class Scored:
+    token_logprobs: torch.Tensor  # [n] float64
+    greedy: bool
+    topk: TopK | None = None  # kept when scoring the baseline
+    kld: torch.Tensor | None = None  # [n] float64, vs the reference
+    top1: torch.Tensor | None = None  # [n] bool, argmax equals the reference's
+
+
+def kl_from_topk(var_logp: torch.Tensor, ref: TopK) -> torch.Tensor:
+    """Per-position KL(reference || variant) over the reference's top-k plus a tail bucket.
+
+    ``var_logp`` holds the variant's full log-softmax rows, ``[n, vocab]``.
+    """
+    p_log = ref.logp.double()
+    q_log = var_logp.gather(1, ref.idx.long()).double()
+    p = p_log.exp()
+    head = (p * (p_log - q_log)).sum(dim=1)
+    p_rest = (1.0 - p.sum(dim=1)).clamp(min=0.0)
+    q_rest = (1.0 - q_log.exp().sum(dim=1)).clamp(min=1e-30)
+    tail = torch.where(p_rest > 0, p_rest * (p_rest.clamp(min=1e-30).log() - q_rest.log()), 0.0)
+    return (head + tail).clamp(min=0.0)
+
+
+class Scorer:
+    """Scores requests on ``model`` in length-sorted, left-padded batches."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        pad_id: int,
+        *,
+        batch_size: int = 8,
+        max_batch_tokens: int = 4096,
+        max_length: int = 2048,
+        topk: int = 128,
+    ) -> None:
+        self.model = model
+        self.pad_id = pad_id
+        self.batch_size = batch_size
+        self.max_batch_tokens = max_batch_tokens
+        self.max_length = max_length
+        self.topk = topk
+        self.device = next(model.parameters()).device
+
+    def _batches(self, lengths: list[int]) -> list[list[int]]:
+        order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+        batches, current = [], []
+        for i in order:
+            width = lengths[current[0]] if current else lengths[i]
+            if current and (len(current) >= self.batch_size or width * (len(current) + 1) > self.max_batch_tokens):
+                batches.append(current)
+                current = []
+            current.append(i)
+        if current:
+            batches.append(current)
+        return batches
+
+    @torch.inference_mode()
+    def score(
+        self,
+        requests: list[tuple[list[int], list[int]]],
+        references: list[TopK | None] | None = None,
+        keep_topk: bool = False,
+        on_batch=None,
+    ) -> list[Scored]:
+        """Score every request; compare to ``references[i]`` where one is given."""
+        inputs = []
+        for ctx, cont in requests:
+            if not cont:
+                raise ValueError("a request needs at least one continuation token")
+            if len(cont) > self.max_length:
+                raise ValueError(f"a continuation of {len(cont)} tokens exceeds max_length {self.max_length}")
+            inputs.append((ctx + cont)[:-1][-self.max_length :])
+        results: list[Scored | None] = [None] * len(requests)
+        for batch in self._batches([len(x) for x in inputs]):
+            width = max(len(inputs[i]) for i in batch)
+            keep = max(len(requests[i][1]) for i in batch)
+            ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
+            mask = torch.zeros((len(batch), width), dtype=torch.long)
+            for row, i in enumerate(batch):
+                ids[row, width - len(inputs[i]) :] = torch.tensor(inputs[i])
+                mask[row, width - len(inputs[i]) :] = 1
+            positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
+            logits = self.model(
+                input_ids=ids.to(self.device),
+                attention_mask=mask.to(self.device),
+                position_ids=positions.to(self.device),
+                logits_to_keep=keep,
+                use_cache=False,
+            ).logits
+            for row, i in enumerate(batch):
+                cont = requests[i][1]
+                logp = F.log_softmax(logits[row, keep - len(cont) :].float(), dim=-1).cpu()
+                targets = torch.tensor(cont)
+                token_logprobs = logp.gather(1, targets[:, None])[:, 0].double()
+                argmax = logp.argmax(dim=-1)
+                scored = Scored(token_logprobs=token_logprobs, greedy=bool((argmax == targets).all()))
+                if keep_topk:
+                    values, idx = logp.topk(min(self.topk, logp.shape[1]), dim=-1)
+                    scored.topk = TopK(idx=idx.to(torch.int32), logp=values)
+                if references is not None and references[i] is not None:
+                    scored.kld = kl_from_topk(logp, references[i])
+                    scored.top1 = argmax == references[i].idx[:, 0].long()
+                results[i] = scored
+            if on_batch is not None:
+                on_batch(len(batch))
+        return results  # type: ignore[return-value]
+
+    @torch.inference_mode()
+    def generate(
+        self, prompts: list[list[int]], max_new_tokens: int, stop: tuple[str, ...], tokenizer, on_batch=None
+    ) -> list[str]:
+        """Greedy continuations of ``prompts``, cut at the first stop string."""
+        from transformers import GenerationConfig
+
+        config = GenerationConfig(
+            do_sample=False,
+            max_new_tokens=max_new_tokens,
+            pad_token_id=self.pad_id,
+            eos_token_id=tokenizer.eos_token_id,
+            stop_strings=list(stop) or None,
+        )
+        outputs: list[str | None] = [None] * len(prompts)
+        for batch in self._batches([len(p) for p in prompts]):
+            width = max(len(prompts[i]) for i in batch)
+            ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
+            mask = torch.zeros((len(batch), width), dtype=torch.long)
+            for row, i in enumerate(batch):
+                ids[row, width - len(prompts[i]) :] = torch.tensor(prompts[i])
+                mask[row, width - len(prompts[i]) :] = 1
+            generated = self.model.generate(
+                input_ids=ids.to(self.device),
+                attention_mask=mask.to(self.device),
+                generation_config=config,
+                tokenizer=tokenizer,
+            )
+            for row, i in enumerate(batch):
+                text = tokenizer.decode(generated[row, width:], skip_special_tokens=True)
+                for s in stop:
+                    text = text.split(s)[0] if s else text
+                outputs[i] = text
+            if on_batch is not None:
+                on_batch(len(batch))
+        return outputs  # type: ignore[return-value]

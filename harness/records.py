@@ -1,0 +1,135 @@
+"""Every record passed between stages. Plain frozen dataclasses, no logic.
+
+Read this module first: the pipeline is ``RunSpec -> Variant -> ItemResult -> summary``.
+Quantization configs live with their methods (``harness.methods``); they all derive
+from :class:`QuantConfig` here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+TaskKind = Literal["perplexity", "multiple_choice", "generate"]
+TASK_KINDS: tuple[str, ...] = ("perplexity", "multiple_choice", "generate")
+BUILTIN_SLICES: tuple[str, ...] = ("arithmetic", "rare", "long_context", "general")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Where the base model comes from: ``default``, a Hub id, a local folder or a .gguf file."""
+
+    source: str = "default"
+    revision: str | None = None
+    dtype: str = "float32"
+    trust_remote_code: bool = False
+
+
+@dataclass(frozen=True)
+class QuantConfig:
+    """Base of every method's config. Subclasses validate themselves in ``__post_init__``."""
+
+    method: str = field(init=False, default="")
+    bits: int = 8
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One model to evaluate. The baseline has ``config=None``."""
+
+    name: str
+    config: QuantConfig | None = None
+
+    @property
+    def is_baseline(self) -> bool:
+        return self.config is None
+
+
+@dataclass(frozen=True)
+class QuantReport:
+    """Honest size accounting of one quantized variant."""
+
+    method: str
+    bits: int
+    n_layers: int
+    n_weights: int
+    packed_bytes: int  # bytes of the quantized layers' codes + scales + zeros
+    effective_bits: float  # (codes + scales + zeros) bits / weight
+    model_bytes: int  # packed quantized layers + everything else at 16 bits
+    simulated: bool  # True: evaluated as quantize->dequantize float weights
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Task:
+    """One evaluation task of a suite. ``data`` is an absolute JSONL path."""
+
+    name: str
+    kind: str
+    data: Path
+    slices: tuple[str, ...] = ()
+    prompt: str = "{context}"  # str.format template over item fields
+    target: str = "{answer}"  # gold continuation template (generate)
+    target_delimiter: str = " "
+    choices_field: str = "choices"  # multiple_choice: list of continuations
+    answer_field: str = "answer"  # multiple_choice: index of the gold choice
+    text_field: str = "text"  # perplexity
+    fewshot: int = 0
+    fewshot_delimiter: str = "\n\n"
+    stop: tuple[str, ...] = ("\n",)
+    max_new_tokens: int = 16
+    answer_regex: str | None = None
+    window: int = 1024  # perplexity: tokens per rolling window
+    stride: int = 0  # perplexity: new tokens per window after the first (0: window // 2)
+    fewshot_data: Path | None = None  # pool of few-shot examples (default: the other items)
+    metric: str = ""  # filled from the kind when empty
+
+
+@dataclass(frozen=True)
+class Suite:
+    name: str
+    version: str
+    tasks: tuple[Task, ...]
+    path: Path | None = None
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything a run needs; recorded in the manifest."""
+
+    model: ModelSpec
+    suite_path: Path
+    out: Path
+    variants: tuple[Variant, ...]
+    limit: int | None = None
+    seed: int = 0
+    threads: int = 1
+    batch_size: int = 8
+    kld_topk: int = 128
+
+
+@dataclass(frozen=True)
+class ItemResult:
+    """One item scored by one variant. Missing values are ``None``.
+
+    ``nll`` and ``n_tokens`` cover the scored tokens (the text for perplexity, the
+    gold continuation otherwise); ``kld`` and ``top1_agree`` compare the variant's
+    next-token distributions to the baseline's on those same tokens.
+    """
+
+    variant: str
+    task: str
+    item_id: str
+    slices: tuple[str, ...]
+    correct: bool | None
+    correct_norm: bool | None
+    score: float  # the task metric for this item (1/0 accuracy, or nll per token)
+    nll: float
+    gold_logprob: float
+    n_tokens: int
+    kld: float | None
+    top1_agree: float | None
+    margin: float | None  # gold log-prob minus the best wrong choice (multiple_choice)
+    prediction: str
+    target: str

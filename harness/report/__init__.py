@@ -1,0 +1,25 @@
+"""Reports written from stored results only: never needs the model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from harness.report.markdown import write_markdown
+from harness.report.plots import plot_knee
+from harness.store import RunStore
+from harness.summary import summarize
+
+
+def write_reports(store: RunStore) -> dict[str, Path]:
+    """(Re)write ``summary.csv``, ``plots/knee.png`` and ``report.md`` of a stored run."""
+    manifest = store.manifest()
+    summary = summarize(store.load_items(), manifest)
+    paths = {
+        "summary": store.root / "summary.csv",
+        "knee": store.root / "plots" / "knee.png",
+        "report": store.root / "report.md",
+    }
+    summary.to_csv(paths["summary"], index=False, float_format="%.6g")
+    plot_knee(summary, paths["knee"])
+    write_markdown(summary, manifest, paths["report"], plots={"knee": "plots/knee.png"})
+    return paths

@@ -1,0 +1,49 @@
+"""Plots (matplotlib, Agg backend): quality versus bits, 16 down to 2."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+# Okabe-Ito: distinguishable with the common colour-vision deficiencies
+PALETTE = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000"]
+METRIC_LABEL = {"perplexity": "perplexity (log scale, lower is better)", "acc": "accuracy",
+                "acc_norm": "accuracy (length-normalised)", "exact_match": "exact match"}  # fmt: skip
+
+
+def plot_knee(summary: pd.DataFrame, path: Path) -> Path:
+    """One panel per task: the task metric against bits (16 = baseline), a line per method."""
+    tasks = list(dict.fromkeys(summary["task"]))
+    fig, axes = plt.subplots(1, max(len(tasks), 1), figsize=(4.2 * max(len(tasks), 1), 3.6), squeeze=False)
+    bit_ticks = sorted(set(summary["bits"].astype(int)) | {16}, reverse=True)
+    positions = {b: i for i, b in enumerate(bit_ticks)}  # evenly spaced, 16 on the left
+    for ax, task in zip(axes[0], tasks, strict=False):
+        rows = summary[summary["task"] == task]
+        base = rows[rows["variant"] == "baseline"]
+        metric = rows["metric"].iloc[0]
+        methods = [m for m in dict.fromkeys(rows["method"]) if m != "none"]
+        for colour, method in zip(PALETTE, methods, strict=False):
+            line = pd.concat([base, rows[rows["method"] == method]]).sort_values("bits", ascending=False)
+            ax.plot([positions[int(b)] for b in line["bits"]], line["value"], marker="o", color=colour, label=method)
+        if not methods and len(base):
+            ax.plot([positions[16]], base["value"], marker="o", color=PALETTE[0], label="baseline")
+        ax.set_xticks(range(len(bit_ticks)), [str(b) for b in bit_ticks])
+        ax.set_xlabel("weight bits (16 = baseline)")
+        ax.set_ylabel(METRIC_LABEL.get(metric, metric))
+        if metric == "perplexity":
+            ax.set_yscale("log")
+        else:
+            ax.set_ylim(-0.02, 1.02)
+        ax.set_title(task)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, metadata={"Software": None})
+    plt.close(fig)
+    return path

@@ -1,0 +1,217 @@
+"""The sweep: load the base model once, then for each variant restore the float master
+weights, quantize in place, evaluate every task, and append the rows to the store."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import platform
+import resource
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+import harness
+from harness.evaluate.scorer import Scorer
+from harness.evaluate.tasks import evaluate_task, perplexity, prepare
+from harness.methods import config_to_dict, model_bytes_16bit, quantize_
+from harness.models import load_model, prefix_token_id, weights_fingerprint
+from harness.records import RunSpec, Suite, Variant
+from harness.report import write_reports
+from harness.store import RunStore
+from harness.suites import load_items, load_suite
+
+BASELINE = Variant("baseline")
+_SCORING_CODE = ("evaluate", "methods", "models.py", "suites.py")
+_LIBRARIES = ("torch", "transformers", "safetensors", "gguf", "numpy", "pandas", "lm_eval")
+
+
+class MasterCopy:
+    """A float copy of every Linear layer, so each variant starts from the base weights
+    without reloading the model. Layers a method replaced are put back too."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self.layers = {name: m for name, m in model.named_modules() if isinstance(m, nn.Linear)}
+        self.tensors = {
+            name: {key: t.detach().clone() for key, t in m.named_parameters(recurse=False)}
+            for name, m in self.layers.items()
+        }
+
+    @torch.no_grad()
+    def restore(self) -> None:
+        for name, layer in self.layers.items():
+            if self.model.get_submodule(name) is not layer:
+                self.model.set_submodule(name, layer)
+            for key, tensor in layer.named_parameters(recurse=False):
+                tensor.copy_(self.tensors[name][key])
+
+
+def code_fingerprint() -> str:
+    """A hash of the code that decides the numbers (scoring, methods, loading)."""
+    root = Path(harness.__file__).parent
+    digest = hashlib.sha256(harness.__version__.encode())
+    for entry in _SCORING_CODE:
+        for path in sorted((root / entry).rglob("*.py")) if (root / entry).is_dir() else [root / entry]:
+            digest.update(path.relative_to(root).as_posix().encode() + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def suite_fingerprint(suite: Suite) -> str:
+    digest = hashlib.sha256(Path(suite.path).read_bytes())
+    for task in suite.tasks:
+        for path in filter(None, (task.data, task.fewshot_data)):
+            digest.update(Path(path).read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def library_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in _LIBRARIES:
+        try:
+            versions[name] = importlib.metadata.version(name.replace("_", "-"))
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = "absent"
+    return versions
+
+
+def _log(message: str) -> None:
+    tqdm.write(message, file=sys.stderr)
+
+
+def run(spec: RunSpec, *, overwrite: bool = False, progress: bool = True, argv: list[str] | None = None) -> RunStore:
+    """Run (or resume) the sweep described by ``spec``; returns its store with reports written."""
+    started = time.perf_counter()
+    suite = load_suite(spec.suite_path)
+    task_items = {task.name: load_items(task) for task in suite.tasks}
+    torch.set_num_threads(spec.threads)
+    torch.manual_seed(spec.seed)
+
+    load_start = time.perf_counter()
+    model, tokenizer = load_model(spec.model)
+    load_seconds = time.perf_counter() - load_start
+    model_hash = weights_fingerprint(model)
+    fingerprint = {
+        "model": model_hash,
+        "suite": suite_fingerprint(suite),
+        "code": code_fingerprint(),
+        "limit": spec.limit,
+        "seed": spec.seed,
+        "kld_topk": spec.kld_topk,
+        "dtype": spec.model.dtype,
+    }
+    store = RunStore.open(spec.out, fingerprint, overwrite=overwrite)
+    n_params = sum(p.numel() for p in model.parameters())
+    store.update_manifest(
+        run_name=spec.out.name,
+        harness_version=harness.__version__,
+        command=argv or [],
+        seed=spec.seed,
+        model={**asdict(spec.model), "hash": model_hash, "parameters": n_params,
+               "architecture": type(model).__name__},  # fmt: skip
+        suite={
+            "name": suite.name, "version": suite.version, "path": str(suite.path),
+            "hash": fingerprint["suite"], "tasks": [_task_record(t) for t in suite.tasks],
+        },  # fmt: skip
+        settings={"threads": spec.threads, "batch_size": spec.batch_size, "limit": spec.limit,
+                  "kld_topk": spec.kld_topk},  # fmt: skip
+        libraries=library_versions(),
+        platform={"machine": platform.machine(), "system": platform.system(), "cpus": _cpu_count()},
+    )
+
+    prefix = prefix_token_id(tokenizer)
+    prepared = {}
+    for task in suite.tasks:
+        items = task_items[task.name]
+        pool = load_items(_with_data(task, task.fewshot_data)) if task.fewshot_data else items
+        chosen = items[: spec.limit] if spec.limit else items
+        prepared[task.name] = prepare(task, chosen, tokenizer, prefix, pool, spec.seed)
+
+    max_length = int(getattr(model.config, "max_position_embeddings", 2048) or 2048)
+    scorer = Scorer(model, tokenizer.pad_token_id, batch_size=spec.batch_size,
+                    max_length=max_length, topk=spec.kld_topk)  # fmt: skip
+    master = MasterCopy(model)
+    variants = [BASELINE, *spec.variants]
+    store.update_manifest(variants={BASELINE.name: _baseline_record(model)})
+
+    def units(task) -> int:
+        n = sum(len(item.requests) for item in prepared[task.name])
+        return n + (len(prepared[task.name]) if task.kind == "generate" else 0)
+
+    pending = {v.name: [t for t in suite.tasks if not _done(store, v, t.name)] for v in variants}
+    total = sum(units(t) for v in variants for t in pending[v.name])
+    bar = tqdm(total=total, unit="req", disable=not progress or None, dynamic_ncols=True, file=sys.stderr)
+    references = {}
+    for variant in variants:
+        if not pending[variant.name]:
+            continue
+        master.restore()
+        if variant.config is not None:
+            bar.set_description(f"{variant.name} · quantize")
+            report = quantize_(model, variant.config)
+            store.update_manifest(variants={variant.name: {
+                "config": config_to_dict(variant.config), **asdict(report)}})  # fmt: skip
+        for task in pending[variant.name]:
+            bar.set_description(f"{variant.name} · {task.name}")
+            reference = None
+            if not variant.is_baseline:
+                reference = references.get(task.name) or store.load_reference(task.name)
+            task_start = time.perf_counter()
+            rows, topks = evaluate_task(task, prepared[task.name], scorer, tokenizer, variant.name,
+                                        reference, on_progress=bar.update)  # fmt: skip
+            if variant.is_baseline:
+                references[task.name] = topks
+                store.save_reference(task.name, topks)
+            store.append(variant.name, task.name, rows)
+            seconds = time.perf_counter() - task_start
+            store.update_manifest(timings={f"{variant.name}/{task.name}": round(seconds, 3)})
+            _log(f"{variant.name} · {task.name}: {_headline(task, rows)} (n={len(rows)}, {seconds:.1f}s)")
+    bar.close()
+    master.restore()
+
+    store.update_manifest(timings={"load_model": round(load_seconds, 3),
+                                   "total_last_invocation": round(time.perf_counter() - started, 3)},
+                          peak_rss_mib=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1))  # fmt: skip
+    write_reports(store)
+    return store
+
+
+def _done(store: RunStore, variant: Variant, task: str) -> bool:
+    if not store.has(variant.name, task):
+        return False
+    return not variant.is_baseline or store.load_reference(task) is not None
+
+
+def _headline(task, rows) -> str:
+    if task.kind == "perplexity":
+        nll = sum(r.nll for r in rows)
+        return f"perplexity {perplexity(nll, sum(r.n_tokens for r in rows)):.3f}"
+    return f"{task.metric} {sum(bool(r.correct) for r in rows) / len(rows):.3f}"
+
+
+def _baseline_record(model: nn.Module) -> dict:
+    return {"config": None, "method": "none", "bits": 16, "effective_bits": 16.0,
+            "model_bytes": model_bytes_16bit(model), "simulated": False}  # fmt: skip
+
+
+def _task_record(task) -> dict:
+    record = {k: v for k, v in asdict(task).items() if k not in ("data", "fewshot_data")}
+    record["data"] = str(task.data)
+    return record
+
+
+def _with_data(task, path):
+    from dataclasses import replace
+
+    return replace(task, data=path, fewshot_data=None)
+
+
+def _cpu_count() -> int:
+    import os
+
+    return os.cpu_count() or 1

@@ -1,0 +1,171 @@
+"""``results/<run>/``: the run manifest and per-item rows, append-only and resumable.
+
+Layout::
+
+    manifest.json              config, model and suite hashes, versions, timings
+    parts/<variant>__<task>.parquet   rows of one finished variant x task
+    reference/<task>.safetensors      the baseline's top-k next-token distributions
+    items.parquet              every part, concatenated (rebuilt after each append)
+
+Every file is written to a temporary name and renamed into place, so a run killed at
+any moment leaves only whole files behind; a rerun skips the finished parts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from harness.errors import InputError
+from harness.evaluate.scorer import TopK
+from harness.records import ItemResult
+
+ITEM_COLUMNS = [f.name for f in dataclasses.fields(ItemResult)]
+
+
+def _slug(name: str) -> str:
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", name)
+    return safe if safe == name else f"{safe}-{hashlib.sha1(name.encode()).hexdigest()[:8]}"
+
+
+def _atomic_write(path: Path, write) -> None:
+    """Call ``write(tmp_path)`` then rename the temporary file onto ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_json(path: Path, data: dict) -> None:
+    text = json.dumps(data, indent=2, sort_keys=False, default=_json_default) + "\n"
+    _atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def _json_default(value):
+    if hasattr(value, "item"):  # numpy / torch scalars
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot store {type(value).__name__} in JSON")
+
+
+def rows_to_frame(rows: list[ItemResult]) -> pd.DataFrame:
+    records = [dataclasses.asdict(r) | {"slices": list(r.slices)} for r in rows]
+    return pd.DataFrame.from_records(records, columns=ITEM_COLUMNS)
+
+
+class RunStore:
+    """One run's folder. Open it with :meth:`open`, which refuses to mix runs."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.root / "manifest.json"
+
+    @classmethod
+    def open(cls, root: Path, fingerprint: dict, overwrite: bool = False) -> RunStore:
+        """Create ``root`` or reopen it to resume. A stored run with another fingerprint
+        (model, suite, settings or code changed) is an error unless ``overwrite``, which
+        deletes it."""
+        store = cls(root)
+        if store.manifest_path.exists():
+            stored = store.manifest().get("fingerprint")
+            if stored != fingerprint:
+                changed = sorted(k for k in set(stored or {}) | set(fingerprint)
+                                 if (stored or {}).get(k) != fingerprint.get(k))  # fmt: skip
+                if not overwrite:
+                    raise InputError(
+                        f"{root} holds a different run (changed: {', '.join(changed)}); "
+                        "pass --overwrite to replace it, or choose another --out"
+                    )
+                shutil.rmtree(root)
+        elif root.exists() and any(root.iterdir()) and not overwrite:
+            raise InputError(f"{root} exists and is not a qharness run; choose another --out")
+        root.mkdir(parents=True, exist_ok=True)
+        if not store.manifest_path.exists():
+            write_json(store.manifest_path, {"fingerprint": fingerprint})
+        return store
+
+    # manifest -------------------------------------------------------------------------
+    def manifest(self) -> dict:
+        try:
+            return json.loads(self.manifest_path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise InputError(f"no qharness run at {self.root} (manifest.json is missing)") from None
+
+    def update_manifest(self, **fields) -> dict:
+        """Merge ``fields`` into the manifest (nested dicts are merged one level deep)."""
+        data = self.manifest()
+        for key, value in fields.items():
+            if isinstance(value, dict) and isinstance(data.get(key), dict):
+                data[key] = {**data[key], **value}
+            else:
+                data[key] = value
+        write_json(self.manifest_path, data)
+        return data
+
+    # per-item rows --------------------------------------------------------------------
+    def _part(self, variant: str, task: str) -> Path:
+        return self.root / "parts" / f"{_slug(variant)}__{_slug(task)}.parquet"
+
+    def has(self, variant: str, task: str) -> bool:
+        return self._part(variant, task).exists()
+
+    def append(self, variant: str, task: str, rows: list[ItemResult]) -> None:
+        """Store the rows of one finished variant x task and refresh ``items.parquet``."""
+        frame = rows_to_frame(rows)
+        _atomic_write(self._part(variant, task), lambda tmp: frame.to_parquet(tmp, index=False))
+        self._consolidate()
+
+    def _consolidate(self) -> None:
+        frame = self.load_items()
+        _atomic_write(self.root / "items.parquet", lambda tmp: frame.to_parquet(tmp, index=False))
+
+    def load_items(self) -> pd.DataFrame:
+        """Every stored row, in the order the parts were finished."""
+        parts = sorted((self.root / "parts").glob("*.parquet"), key=lambda p: (p.stat().st_mtime_ns, p.name))
+        if not parts:
+            return pd.DataFrame(columns=ITEM_COLUMNS)
+        return pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)
+
+    # the baseline's reference distributions ---------------------------------------------
+    def _reference(self, task: str) -> Path:
+        return self.root / "reference" / f"{_slug(task)}.safetensors"
+
+    def save_reference(self, task: str, topks: dict[str, TopK]) -> None:
+        ids = list(topks)
+        tensors = {}
+        for n, item_id in enumerate(ids):
+            tensors[f"idx.{n}"] = topks[item_id].idx.contiguous()
+            tensors[f"logp.{n}"] = topks[item_id].logp.contiguous()
+        metadata = {"ids": json.dumps(ids)}
+        _atomic_write(self._reference(task), lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+
+    def load_reference(self, task: str) -> dict[str, TopK] | None:
+        path = self._reference(task)
+        if not path.exists():
+            return None
+        with safe_open(str(path), framework="pt") as f:
+            ids = json.loads(f.metadata()["ids"])
+            return {
+                item_id: TopK(idx=f.get_tensor(f"idx.{n}"), logp=f.get_tensor(f"logp.{n}").to(torch.float32))
+                for n, item_id in enumerate(ids)
+            }

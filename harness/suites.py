@@ -1,0 +1,137 @@
+"""Task suites as data: a YAML suite file naming JSONL item files.
+
+Every problem is reported as an :class:`InputError` that names the file (and line,
+for JSONL) so the CLI can print one readable message and exit 2.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import string
+from pathlib import Path
+
+import yaml
+
+from harness.errors import InputError
+from harness.records import TASK_KINDS, Suite, Task
+from harness.registry import did_you_mean
+
+DEFAULT_METRIC = {"perplexity": "perplexity", "multiple_choice": "acc", "generate": "exact_match"}
+_SUITE_KEYS = {"name", "version", "tasks", "description", "gate"}
+_TASK_FIELDS = {f.name: f for f in dataclasses.fields(Task)}
+
+
+def load_suite(path: str | Path) -> Suite:
+    """Read and validate a suite file; data paths resolve relative to it."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"suite file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark else ""
+        raise InputError(f"{path}{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    if not isinstance(raw, dict):
+        raise InputError(f"{path}: a suite must be a mapping with 'name', 'version' and 'tasks'")
+    _check_keys(raw, _SUITE_KEYS, f"{path}")
+    for key in ("name", "tasks"):
+        if key not in raw:
+            raise InputError(f"{path}: missing required key {key!r}")
+    if not isinstance(raw["tasks"], list) or not raw["tasks"]:
+        raise InputError(f"{path}: 'tasks' must be a non-empty list")
+    tasks = tuple(_parse_task(entry, i, path) for i, entry in enumerate(raw["tasks"]))
+    names = [t.name for t in tasks]
+    duplicated = sorted({n for n in names if names.count(n) > 1})
+    if duplicated:
+        raise InputError(f"{path}: duplicate task name(s): {', '.join(duplicated)}")
+    for task in tasks:
+        load_items(task)  # validates the data up front, before any model is loaded
+    return Suite(name=str(raw["name"]), version=str(raw.get("version", "0")), tasks=tasks, path=path)
+
+
+def _check_keys(raw: dict, allowed: set[str], where: str) -> None:
+    for key in raw:
+        if key not in allowed:
+            hint = did_you_mean(str(key), sorted(allowed))
+            raise InputError(f"{where}: unknown key {key!r}{hint}")
+
+
+def _parse_task(entry: object, index: int, path: Path) -> Task:
+    where = f"{path}: task {index + 1}"
+    if not isinstance(entry, dict):
+        raise InputError(f"{where}: each task must be a mapping")
+    if "name" in entry:
+        where = f"{path}: task {entry['name']!r}"
+    _check_keys(entry, set(_TASK_FIELDS), where)
+    for key in ("name", "kind", "data"):
+        if key not in entry:
+            raise InputError(f"{where}: missing required key {key!r}")
+    if entry["kind"] not in TASK_KINDS:
+        hint = did_you_mean(str(entry["kind"]), list(TASK_KINDS))
+        raise InputError(f"{where}: unknown kind {entry['kind']!r}{hint} (choose from {', '.join(TASK_KINDS)})")
+    values = dict(entry)
+    for key in ("slices", "stop"):
+        if key in values:
+            if isinstance(values[key], str):
+                values[key] = [values[key]]
+            if not isinstance(values[key], list) or not all(isinstance(v, str) for v in values[key]):
+                raise InputError(f"{where}: {key!r} must be a list of strings")
+            values[key] = tuple(values[key])
+    for key in ("fewshot", "max_new_tokens", "window", "stride"):
+        if key in values and (not isinstance(values[key], int) or isinstance(values[key], bool) or values[key] < 0):
+            raise InputError(f"{where}: {key!r} must be a non-negative integer, not {values[key]!r}")
+    data = (path.parent / str(values["data"])).resolve()
+    if not data.is_file():
+        raise InputError(f"{where}: data file not found: {data}")
+    values["data"] = data
+    values["name"] = str(values["name"])
+    values.setdefault("metric", DEFAULT_METRIC[values["kind"]])
+    return Task(**values)
+
+
+def load_items(task: Task) -> list[dict]:
+    """The task's JSONL items, each with a string ``id`` (line number when absent)."""
+    items: list[dict] = []
+    seen: set[str] = set()
+    with open(task.data, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                item = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise InputError(f"{task.data}:{lineno}: not valid JSON ({exc.msg})") from None
+            if not isinstance(item, dict):
+                raise InputError(f"{task.data}:{lineno}: each line must be a JSON object")
+            item["id"] = str(item.get("id", lineno))
+            if item["id"] in seen:
+                raise InputError(f"{task.data}:{lineno}: duplicate item id {item['id']!r}")
+            seen.add(item["id"])
+            _check_item(task, item, f"{task.data}:{lineno}")
+            items.append(item)
+    if not items:
+        raise InputError(f"{task.data}: no items (task {task.name!r})")
+    return items
+
+
+def _check_item(task: Task, item: dict, where: str) -> None:
+    if task.kind == "perplexity":
+        if not isinstance(item.get(task.text_field), str) or not item[task.text_field]:
+            raise InputError(f"{where}: missing text field {task.text_field!r}")
+        return
+    templates = [task.prompt] + ([task.target] if task.kind == "generate" else [])
+    for template in templates:
+        for _, field, _, _ in string.Formatter().parse(template):
+            if field is not None and field not in item:
+                raise InputError(f"{where}: task {task.name!r} template names missing field {field!r}")
+    if task.kind == "multiple_choice":
+        choices = item.get(task.choices_field)
+        if not isinstance(choices, list) or len(choices) < 2:
+            raise InputError(f"{where}: {task.choices_field!r} must be a list of at least 2 strings")
+        answer = item.get(task.answer_field)
+        if not isinstance(answer, int) or not 0 <= answer < len(choices):
+            raise InputError(f"{where}: {task.answer_field!r} must be an index into {task.choices_field!r}")
+    if "slices" in item and not (isinstance(item["slices"], list) and all(isinstance(s, str) for s in item["slices"])):
+        raise InputError(f"{where}: 'slices' must be a list of strings")

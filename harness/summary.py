@@ -1,0 +1,71 @@
+"""Per-item rows -> one summary row per variant x task (metric, n, value, delta)."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+HIGHER_IS_BETTER = {"perplexity": False, "acc": True, "acc_norm": True, "exact_match": True}
+
+SUMMARY_COLUMNS = [
+    "variant", "method", "bits", "effective_bits", "model_bytes", "task", "kind", "metric",
+    "n", "value", "baseline", "delta", "rel_delta", "kld", "top1_agree",
+]  # fmt: skip
+
+
+def task_value(rows: pd.DataFrame, metric: str) -> float:
+    """The task metric over ``rows``: token-weighted perplexity, or mean accuracy."""
+    if metric == "perplexity":
+        tokens = rows["n_tokens"].sum()
+        return math.exp(rows["nll"].sum() / tokens) if tokens else math.nan
+    if metric == "acc_norm":
+        return float(rows["correct_norm"].astype(float).mean())
+    return float(rows["correct"].astype(float).mean())
+
+
+def summarize(items: pd.DataFrame, manifest: dict) -> pd.DataFrame:
+    """One row per variant x task, variants in manifest order, baseline first."""
+    tasks = {t["name"]: t for t in manifest.get("suite", {}).get("tasks", [])}
+    variants = manifest.get("variants", {})
+    order = [v for v in variants if v in set(items["variant"])]
+    baseline = {}
+    out = []
+    for variant in order:
+        info = variants[variant]
+        for task_name, rows in items[items["variant"] == variant].groupby("task", sort=False):
+            task = tasks.get(task_name, {})
+            metric = task.get("metric", "perplexity")
+            value = task_value(rows, metric)
+            if variant == "baseline":
+                baseline[task_name] = value
+            base = baseline.get(task_name, math.nan)
+            out.append(
+                {
+                    "variant": variant,
+                    "method": info.get("method", "none"),
+                    "bits": info.get("bits", 16),
+                    "effective_bits": info.get("effective_bits", 16.0),
+                    "model_bytes": info.get("model_bytes"),
+                    "task": task_name,
+                    "kind": task.get("kind", ""),
+                    "metric": metric,
+                    "n": len(rows),
+                    "value": value,
+                    "baseline": base,
+                    "delta": value - base,
+                    "rel_delta": (value - base) / base if base else math.nan,
+                    "kld": _mean(rows, "kld", metric) if variant != "baseline" else 0.0,
+                    "top1_agree": _mean(rows, "top1_agree", metric) if variant != "baseline" else 1.0,
+                }
+            )
+    return pd.DataFrame(out, columns=SUMMARY_COLUMNS)
+
+
+def _mean(rows: pd.DataFrame, column: str, metric: str) -> float:
+    """Item mean; for perplexity, weighted by tokens (so it is the mean over tokens)."""
+    values = rows[column].astype(float)
+    if metric == "perplexity":
+        weights = rows["n_tokens"].astype(float)
+        return float((values * weights).sum() / weights.sum())
+    return float(values.mean())

@@ -1,0 +1,107 @@
+"""Build tasks/data/general_text.jsonl: English prose for perplexity.
+
+Source: the Python 3.11 tutorial (reStructuredText sources shipped in Debian's
+``python3.11-doc`` package, ``/usr/share/doc/python3.11/html/_sources/tutorial``).
+Licence: the Python documentation is distributed under the PSF License Agreement
+(permissive; https://docs.python.org/3/license.html), which permits redistribution
+with its notice kept; see tasks/data/LICENSES.md.
+
+Only prose paragraphs are kept (code blocks, directives and headings are dropped; inline
+markup is reduced to its text), then grouped into items of about ``--words`` words.
+
+    python tasks/make_general_text.py            # fetches the .deb with apt-get download
+    python tasks/make_general_text.py --sources DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import subprocess
+import tempfile
+from pathlib import Path
+
+PAGES = ["appetite", "interpreter", "introduction", "controlflow", "datastructures", "modules",
+         "inputoutput", "errors", "classes", "stdlib", "floatingpoint", "whatnow"]  # fmt: skip
+OUT = Path(__file__).parent / "data" / "general_text.jsonl"
+
+_ROLE = re.compile(r":[a-z:]+:`(?:([^`<]*?)\s*<[^`>]*>|~?([^`]*))`")
+_LINK = re.compile(r"`([^`<]*?)\s*<[^`>]*>`_+")
+_LITERAL = re.compile(r"``([^`]*)``")
+_EMPHASIS = re.compile(r"\*\*?([^*\s][^*]*?)\*\*?")
+_REF = re.compile(r"`([^`]*)`_*")
+
+
+def clean_inline(text: str) -> str:
+    text = _ROLE.sub(lambda m: (m.group(1) or m.group(2) or "").lstrip("!.~"), text)
+    text = _LINK.sub(r"\1", text)
+    text = _LITERAL.sub(r"\1", text)
+    text = _EMPHASIS.sub(r"\1", text)
+    text = _REF.sub(r"\1", text)
+    return re.sub(r"\s+", " ", text).strip()
+
+
+def prose_paragraphs(rst: str) -> list[str]:
+    """Unindented paragraphs of running text; code, directives and headings dropped."""
+    paragraphs, skip_indented = [], False
+    for block in re.split(r"\n\s*\n", rst):
+        lines = block.splitlines()
+        if not lines:
+            continue
+        indented = lines[0].startswith((" ", "\t"))
+        if indented and skip_indented:
+            continue
+        skip_indented = False
+        first = lines[0].strip()
+        if indented or first.startswith((".. ", ">>>", "|", "+", "=")) or re.fullmatch(r"[*=\-~^#]+", first):
+            skip_indented = first.startswith(".. ")
+            continue
+        if any(re.fullmatch(r"[*=\-~^#]{3,}", ln.strip()) for ln in lines):  # heading
+            continue
+        text = " ".join(ln.strip() for ln in lines)
+        if text.endswith("::"):  # "text::" reads "text:"; "text ::" reads "text"
+            skip_indented = True
+            text = text[:-3] if text.endswith(" ::") else text[:-1]
+        text = clean_inline(text)
+        if len(text.split()) >= 20 and not text.startswith(("*", "-", "#")):
+            paragraphs.append(text)
+    return paragraphs
+
+
+def build(sources: Path, words: int) -> list[dict]:
+    items, current, page_of = [], [], None
+    for page in PAGES:
+        for paragraph in prose_paragraphs((sources / f"{page}.rst.txt").read_text(encoding="utf-8")):
+            current.append(paragraph)
+            page_of = page_of or page
+            if sum(len(p.split()) for p in current) >= words:
+                items.append({"id": f"tutorial-{len(items):02d}", "source": f"tutorial/{page_of}",
+                              "text": "\n\n".join(current)})  # fmt: skip
+                current, page_of = [], None
+    return items
+
+
+def fetch_sources(workdir: Path) -> Path:
+    subprocess.run(["apt-get", "download", "python3.11-doc"], cwd=workdir, check=True)
+    deb = next(workdir.glob("python3.11-doc_*.deb"))
+    subprocess.run(["dpkg-deb", "-x", str(deb), str(workdir / "x")], check=True)
+    return workdir / "x/usr/share/doc/python3.11/html/_sources/tutorial"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sources", type=Path, help="the tutorial's _sources folder (default: fetch the .deb)")
+    parser.add_argument("--words", type=int, default=300, help="words per item (default 300)")
+    parser.add_argument("--out", type=Path, default=OUT)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        sources = args.sources or fetch_sources(Path(tmp))
+        items = build(sources, args.words)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text("".join(json.dumps(it, ensure_ascii=False) + "\n" for it in items), encoding="utf-8")
+    print(f"wrote {len(items)} items to {args.out}")
+
+
+if __name__ == "__main__":
+    main()
