@@ -14,6 +14,7 @@ any moment leaves only whole files behind; a rerun skips the finished parts.
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import hashlib
 import json
 import os
@@ -96,13 +97,33 @@ class RunStore:
                         f"{root} holds a different run (changed: {', '.join(changed)}); "
                         "pass --overwrite to replace it, or choose another --out"
                     )
+                RunStore._held_locks.pop(root.resolve(), None)
                 shutil.rmtree(root)
         elif root.exists() and any(root.iterdir()) and not overwrite:
             raise InputError(f"{root} exists and is not a qharness run; choose another --out")
         root.mkdir(parents=True, exist_ok=True)
+        store._acquire_lock()
+        for stale in root.rglob(".*.tmp"):  # left by a run killed while writing
+            stale.unlink()
         if not store.manifest_path.exists():
             write_json(store.manifest_path, {"fingerprint": fingerprint})
         return store
+
+    _held_locks: dict[Path, object] = {}
+
+    def _acquire_lock(self) -> None:
+        """Hold an exclusive lock on the run for this process's lifetime, so two
+        processes never write one run."""
+        key = self.root.resolve()
+        if key in self._held_locks:
+            return
+        lock = open(key / ".lock", "w")  # noqa: SIM115 (held until the process exits)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.close()
+            raise InputError(f"another qharness process is writing {self.root}") from None
+        self._held_locks[key] = lock
 
     # manifest -------------------------------------------------------------------------
     def manifest(self) -> dict:

@@ -1,0 +1,95 @@
+"""The command line: exit codes, one-line errors, an end-to-end run on a tiny model."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from harness.cli import EXIT_OK, EXIT_USAGE, main
+
+
+def run_cli(args: list[str], capsys) -> tuple[int, str]:
+    try:
+        code = main(args)
+    except SystemExit as exc:  # argparse's own usage errors
+        code = exc.code
+    captured = capsys.readouterr()
+    return code, captured.err
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["run", "--methods", "rtm"], "unknown quantization method 'rtm'; did you mean 'rtn'"),
+        (["run", "--bits", "9"], "method 'rtn' supports bits 2-8, not 9"),
+        (["run", "--bits", "1,4"], "method 'rtn' supports bits 2-8, not 1"),
+        (["run", "--bits", "four"], "bits must be comma-separated integers"),
+        (["run", "--suite", "no/such/suite.yaml"], "suite file not found: no/such/suite.yaml"),
+        (["run", "--limit", "0"], "expected a positive integer"),
+        (["run", "--group-size", "-4"], "expected a positive integer"),
+        (["report", "no/such/run"], "no qharness run at no/such/run"),
+        (["frobnicate"], "invalid choice"),
+    ],
+)
+def test_bad_arguments_exit_2_with_one_line(args, message, capsys):
+    code, err = run_cli(args, capsys)
+    assert code == EXIT_USAGE
+    assert message in err
+    assert "Traceback" not in err
+
+
+def test_missing_model_folder_is_a_usage_error(tiny_suite, tmp_path, capsys):
+    code, err = run_cli(["run", "--model", str(tmp_path / "nope"), "--suite", str(tiny_suite),
+                         "--out", str(tmp_path / "out")], capsys)  # fmt: skip
+    assert code == EXIT_USAGE and "model folder not found" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_help_reads_well(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    assert "qharness run --model default" in out and "report" in out
+
+
+def test_end_to_end_on_a_tiny_model(tiny_model_dir, tiny_suite, tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["run", "--model", str(tiny_model_dir), "--suite", str(tiny_suite), "--out", str(out),
+            "--methods", "rtn", "--bits", "8,2", "--group-size", "32", "--threads", "1", "--no-progress"]  # fmt: skip
+    code, err = run_cli(args, capsys)
+    assert code == EXIT_OK, err
+    for name in ("manifest.json", "items.parquet", "summary.csv", "report.md", "plots/knee.png"):
+        assert (out / name).exists(), name
+    items = pd.read_parquet(out / "items.parquet")
+    assert len(items) == 3 * (4 + 5 + 5)  # variants x items
+    assert set(items["variant"]) == {"baseline", "rtn-w8g32", "rtn-w2g32"}
+    variants = items[items["variant"] != "baseline"]
+    assert variants["kld"].notna().all() and variants["top1_agree"].between(0, 1).all()
+    summary = pd.read_csv(out / "summary.csv")
+    ppl = summary[summary["task"] == "text"].set_index("variant")["value"]
+    assert ppl["rtn-w2g32"] > ppl["rtn-w8g32"]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["variants"]["rtn-w8g32"]["config"]["bits"] == 8
+    assert manifest["model"]["trust_remote_code"] is False
+    assert manifest["settings"]["threads"] == 1
+    assert "rtn-w2g32" in (out / "report.md").read_text()
+
+    # the same command again finds everything done and recomputes nothing
+    parts = {p: p.stat().st_mtime_ns for p in (out / "parts").glob("*.parquet")}
+    code, _ = run_cli(args, capsys)
+    assert code == EXIT_OK
+    assert parts == {p: p.stat().st_mtime_ns for p in (out / "parts").glob("*.parquet")}
+
+    # an added bit width only evaluates the new variant
+    code, _ = run_cli([*args, "--bits", "8,4,2"], capsys)  # the last --bits wins
+    assert code == EXIT_OK
+    assert parts == {p: p.stat().st_mtime_ns for p in parts}
+    assert "rtn-w4g32" in set(pd.read_parquet(out / "items.parquet")["variant"])
+
+    # the report is rebuilt from stored results alone
+    (out / "report.md").unlink()
+    code, _ = run_cli(["report", str(out)], capsys)
+    assert code == EXIT_OK and "rtn-w4g32" in (out / "report.md").read_text()

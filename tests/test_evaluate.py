@@ -1,0 +1,192 @@
+"""The scoring engine against independent plain-transformers computations."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from harness.evaluate.scorer import Scorer, TopK, kl_from_topk
+from harness.evaluate.tasks import encode_pair, evaluate_task, extract_answer, prepare, rolling_requests
+from harness.methods import quantize_
+from harness.methods.rtn import RTNConfig
+from harness.records import Task
+from harness.suites import load_items, load_suite
+
+TEXT = "Quantization rounds every weight to a coarser grid, and the error adds up layer by layer. " * 2
+
+
+def plain_nll(model, ids: list[int]) -> tuple[float, int]:
+    """Summed NLL of ids[1:] given the prefix, one unpadded forward pass."""
+    with torch.no_grad():
+        logits = model(torch.tensor([ids])).logits[0, :-1].double()
+    logp = torch.log_softmax(logits, dim=-1)
+    targets = torch.tensor(ids[1:])
+    return -float(logp.gather(1, targets[:, None]).sum()), len(ids) - 1
+
+
+def strided_nll(model, ids: list[int], window: int, stride: int) -> float:
+    """A strided perplexity loop in the style of the Hugging Face docs (labels masked with
+    -100), with every window, the last included, ending at its last new target and
+    holding ``window`` inputs where the text allows."""
+    n = len(ids) - 1  # ids[0] is the prefix token; targets are ids[1..n]
+    total, prev, end = 0.0, 0, min(window, n)
+    while True:
+        begin = max(0, end - window)
+        chunk = torch.tensor([ids[begin : end + 1]])
+        labels = chunk.clone()
+        labels[:, : chunk.shape[1] - (end - prev)] = -100
+        with torch.no_grad():
+            logits = model(chunk).logits[0, :-1]
+        total += float(F.cross_entropy(logits.double(), labels[0, 1:], ignore_index=-100, reduction="sum"))
+        if end == n:
+            return total
+        prev, end = end, min(end + stride, n)
+
+
+def ppl_task(tmp_path, window: int, stride: int = 0) -> Task:
+    data = tmp_path / "t.jsonl"
+    data.write_text('{"id": "a", "text": "%s"}\n' % TEXT)
+    return Task(name="ppl", kind="perplexity", data=data, window=window, stride=stride, metric="perplexity")
+
+
+def run_task(task, model, tokenizer, reference=None, batch_size=4, topk=16, variant="v"):
+    items = prepare(task, load_items(task), tokenizer, tokenizer.bos_token_id, load_items(task), seed=0)
+    scorer = Scorer(model, tokenizer.pad_token_id, batch_size=batch_size, max_length=512, topk=topk)
+    return evaluate_task(task, items, scorer, tokenizer, variant, reference)
+
+
+def test_rolling_windows_score_every_token_once():
+    tokens = list(range(10, 47))
+    for window, stride in [(8, 4), (8, 8), (5, 1), (64, 32)]:
+        requests = rolling_requests(tokens, 0, window, stride)
+        scored = [t for _, cont in requests for t in cont]
+        assert scored == tokens
+        for ctx, cont in requests:
+            assert len(ctx) + len(cont) - 1 <= window
+        if len(requests) > 1:  # later windows carry window - stride tokens of context
+            assert all(len(ctx) >= window - stride for ctx, _ in requests[1:])
+
+
+def test_perplexity_matches_plain_transformers_single_window(tmp_path, tiny_model, tokenizer):
+    rows, _ = run_task(ppl_task(tmp_path, window=512), tiny_model, tokenizer)
+    ids = [tokenizer.bos_token_id] + tokenizer(TEXT, add_special_tokens=False)["input_ids"]
+    nll, n = plain_nll(tiny_model, ids)
+    assert rows[0].n_tokens == n
+    assert math.exp(rows[0].nll / n) == pytest.approx(math.exp(nll / n), rel=1e-4)
+
+
+@pytest.mark.parametrize("window,stride", [(32, 16), (48, 48), (40, 8)])
+def test_perplexity_matches_strided_loop(tmp_path, tiny_model, tokenizer, window, stride):
+    rows, _ = run_task(ppl_task(tmp_path, window=window, stride=stride), tiny_model, tokenizer)
+    ids = [tokenizer.bos_token_id] + tokenizer(TEXT, add_special_tokens=False)["input_ids"]
+    expected = strided_nll(tiny_model, ids, window, stride)
+    assert rows[0].nll == pytest.approx(expected, rel=1e-5)
+
+
+def test_multiple_choice_matches_hand_computation(tiny_suite, tiny_model, tokenizer):
+    task = load_suite(tiny_suite).tasks[1]
+    rows, _ = run_task(task, tiny_model, tokenizer)
+    for row, item in zip(rows, load_items(task), strict=True):
+        lls = []
+        for choice in item["choices"]:
+            ctx_ids = tokenizer(item["context"], add_special_tokens=False)["input_ids"]
+            whole = tokenizer(item["context"] + " " + choice, add_special_tokens=False)["input_ids"]
+            nll_whole, _ = plain_nll(tiny_model, whole)
+            nll_ctx, _ = plain_nll(tiny_model, ctx_ids)
+            lls.append(nll_ctx - nll_whole)  # log P(choice | context)
+        best = max(range(len(lls)), key=lls.__getitem__)
+        normed = [ll / len(c) for ll, c in zip(lls, item["choices"], strict=True)]
+        assert row.gold_logprob == pytest.approx(lls[item["answer"]], abs=1e-4)
+        assert row.correct == (best == item["answer"])
+        assert row.correct_norm == (max(range(len(normed)), key=normed.__getitem__) == item["answer"])
+        others = [ll for i, ll in enumerate(lls) if i != item["answer"]]
+        assert row.margin == pytest.approx(lls[item["answer"]] - max(others), abs=1e-4)
+        assert row.n_tokens == len(tokenizer(" " + item["choices"][item["answer"]], add_special_tokens=False)["input_ids"])
+
+
+def test_scores_do_not_depend_on_batching(tiny_suite, tiny_model, tokenizer):
+    for task in load_suite(tiny_suite).tasks:
+        single, _ = run_task(task, tiny_model, tokenizer, batch_size=1)
+        batched, _ = run_task(task, tiny_model, tokenizer, batch_size=8)
+        for a, b in zip(single, batched, strict=True):
+            assert a.nll == pytest.approx(b.nll, rel=1e-5, abs=1e-5)
+            assert a.prediction == b.prediction
+
+
+def test_generation_matches_unpadded_greedy_decoding(tiny_suite, tiny_model, tokenizer):
+    task = load_suite(tiny_suite).tasks[2]
+    items = prepare(task, load_items(task), tokenizer, 0, load_items(task), seed=0)
+    rows, _ = run_task(task, tiny_model, tokenizer, batch_size=4)
+    for row, item in zip(rows, items, strict=True):
+        ids = list(item.prompt_ids)
+        with torch.no_grad():
+            for _ in range(task.max_new_tokens):
+                ids.append(int(tiny_model(torch.tensor([ids])).logits[0, -1].argmax()))
+        text = tokenizer.decode(ids[len(item.prompt_ids) :], skip_special_tokens=True).split("\n")[0]
+        assert row.prediction == text
+        assert row.correct == (text.strip() == item.target)
+
+
+def test_fewshot_prompt_and_target_rendering(tiny_suite, tokenizer):
+    task = load_suite(tiny_suite).tasks[2]
+    items = prepare(task, load_items(task), tokenizer, 0, load_items(task), seed=0)
+    prompt = tokenizer.decode(items[0].prompt_ids)
+    lines = prompt.split("\n")
+    assert len(lines) == 3 and lines[-1] == "0 + 1 ="
+    assert all(line.count("+") == 1 and "=" in line for line in lines[:2])
+    ctx, cont = items[0].requests[0]
+    assert tokenizer.decode(cont) == " 1"
+
+
+def test_encode_pair_moves_trailing_space_to_continuation(tokenizer):
+    ctx, cont = encode_pair(tokenizer, "Answer: ", "yes", prefix=0)
+    assert tokenizer.decode(ctx) == "Answer:" and tokenizer.decode(cont) == " yes"
+
+
+def test_extract_answer():
+    assert extract_answer(" 12 apples", r"-?\d+") == "12"
+    assert extract_answer("x = -3.", r"=\s*(-?\d+)") == "-3"
+    assert extract_answer("none", r"\d+") == ""
+    assert extract_answer("  7 \n", None) == "7"
+
+
+def test_kl_from_topk_is_exact_with_full_vocabulary_and_a_lower_bound_otherwise():
+    torch.manual_seed(0)
+    p_logits, q_logits = torch.randn(6, 50) * 2, torch.randn(6, 50) * 2
+    p, q = p_logits.log_softmax(-1), q_logits.log_softmax(-1)
+    exact = (p.exp() * (p - q)).sum(-1).double()
+    values, idx = p.topk(50, dim=-1)
+    full = kl_from_topk(q, TopK(idx=idx.int(), logp=values))
+    assert torch.allclose(full, exact, atol=1e-5)
+    values, idx = p.topk(5, dim=-1)
+    partial = kl_from_topk(q, TopK(idx=idx.int(), logp=values))
+    assert (partial <= exact + 1e-6).all() and (partial >= 0).all()
+    same = kl_from_topk(p, TopK(idx=idx.int(), logp=values))
+    assert torch.allclose(same, torch.zeros_like(same), atol=1e-6)
+
+
+def test_kld_and_top1_against_the_baseline(tmp_path, tiny_model, tokenizer):
+    """A variant identical to the baseline has zero KLD and full top-1 agreement; a
+    quantized one has KLD equal to the exact full-vocabulary value (k >= vocab)."""
+    task = ppl_task(tmp_path, window=512)
+    vocab = len(tokenizer)
+    base_rows, reference = run_task(task, tiny_model, tokenizer, topk=vocab)
+    same_rows, _ = run_task(task, tiny_model, tokenizer, reference=reference, topk=vocab)
+    assert same_rows[0].kld == pytest.approx(0.0, abs=1e-7)
+    assert same_rows[0].top1_agree == 1.0
+    variant = copy.deepcopy(tiny_model)
+    quantize_(variant, RTNConfig(bits=2, group_size=32))
+    rows, _ = run_task(task, variant, tokenizer, reference=reference, topk=vocab)
+    ids = [tokenizer.bos_token_id] + tokenizer(TEXT, add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        p = tiny_model(torch.tensor([ids])).logits[0, :-1].double().log_softmax(-1)
+        q = variant(torch.tensor([ids])).logits[0, :-1].double().log_softmax(-1)
+    exact = (p.exp() * (p - q)).sum(-1)
+    agree = (p.argmax(-1) == q.argmax(-1)).double().mean()
+    assert rows[0].kld == pytest.approx(float(exact.mean()), rel=1e-4)
+    assert rows[0].top1_agree == pytest.approx(float(agree))
+    assert rows[0].kld > 0.01

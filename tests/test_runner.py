@@ -1,0 +1,107 @@
+"""The runner: master-copy restore, and resuming a run killed midway (real subprocesses)."""
+
+from __future__ import annotations
+
+import copy
+import os
+import subprocess
+import sys
+import textwrap
+
+import pandas as pd
+import pytest
+import torch
+
+from harness.methods import quantize_
+from harness.methods.rtn import RTNConfig
+from harness.runner import MasterCopy
+from tests.conftest import REPO
+
+# Runs the CLI in this process, but SIGKILLs the process at the n-th call of a store
+# function: after a finished part ("append"), or halfway through writing one, after the
+# temporary file is written and before it is renamed into place ("_atomic_write").
+KILLER = textwrap.dedent(
+    """
+    import os, signal, sys
+    from harness import store
+    target, when = sys.argv[1], int(sys.argv[2])
+    calls = {"n": 0}
+    if target == "append":
+        original = store.RunStore.append
+        def patched(self, *args, **kwargs):
+            original(self, *args, **kwargs)
+            calls["n"] += 1
+            if calls["n"] == when:
+                os.kill(os.getpid(), signal.SIGKILL)
+        store.RunStore.append = patched
+    else:
+        original = store._atomic_write
+        def patched(path, write):
+            if path.suffix == ".parquet" and path.parent.name == "parts":
+                calls["n"] += 1
+                if calls["n"] == when:
+                    write(path.with_name("." + path.name + ".partial.tmp"))
+                    os.kill(os.getpid(), signal.SIGKILL)
+            original(path, write)
+        store._atomic_write = patched
+    from harness.cli import main
+    sys.exit(main(sys.argv[3:]))
+    """
+)
+
+
+def cli_args(model_dir, suite, out) -> list[str]:
+    return ["run", "--model", str(model_dir), "--suite", str(suite), "--out", str(out), "--methods", "rtn",
+            "--bits", "8,3,2", "--group-size", "32", "--threads", "1", "--no-progress"]  # fmt: skip
+
+
+def run(cmd: list[str]) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
+
+
+def sorted_items(path) -> pd.DataFrame:
+    items = pd.read_parquet(path / "items.parquet")
+    items["slices"] = items["slices"].map(tuple)
+    return items.sort_values(["variant", "task", "item_id"]).reset_index(drop=True)
+
+
+@pytest.mark.parametrize("target,when", [("append", 4), ("_atomic_write", 3)])
+def test_killed_run_resumes_to_the_same_rows(tiny_model_dir, tiny_suite, tmp_path, target, when):
+    reference = tmp_path / "uninterrupted"
+    done = run([sys.executable, "-m", "harness", *cli_args(tiny_model_dir, tiny_suite, reference)])
+    assert done.returncode == 0, done.stderr
+
+    out = tmp_path / "killed"
+    killed = run([sys.executable, "-c", KILLER, target, str(when), *cli_args(tiny_model_dir, tiny_suite, out)])
+    assert killed.returncode == -9, killed.stderr
+    before = {p.name: p.stat().st_mtime_ns for p in (out / "parts").glob("*.parquet")}
+    assert 0 < len(before) < 12  # 4 variants x 3 tasks
+
+    resumed = run([sys.executable, "-m", "harness", *cli_args(tiny_model_dir, tiny_suite, out)])
+    assert resumed.returncode == 0, resumed.stderr
+    after = {p.name: p.stat().st_mtime_ns for p in (out / "parts").glob("*.parquet")}
+    assert len(after) == 12
+    assert all(after[name] == mtime for name, mtime in before.items())  # nothing recomputed
+    assert not list(out.rglob("*.tmp"))
+    pd.testing.assert_frame_equal(sorted_items(out), sorted_items(reference), check_exact=True)
+
+
+def test_master_copy_restores_weights_exactly(tiny_model):
+    model = copy.deepcopy(tiny_model)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    master = MasterCopy(model)
+    quantize_(model, RTNConfig(bits=2, group_size=32))
+    assert not torch.equal(model.model.layers[0].mlp.up_proj.weight, before["model.layers.0.mlp.up_proj.weight"])
+    master.restore()
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key]), key
+
+
+def test_master_copy_puts_back_replaced_layers(tiny_model):
+    model = copy.deepcopy(tiny_model)
+    original = model.model.layers[0].self_attn.q_proj
+    master = MasterCopy(model)
+    model.model.layers[0].self_attn.set_submodule("q_proj", torch.nn.Identity())
+    master.restore()
+    assert model.model.layers[0].self_attn.q_proj is original

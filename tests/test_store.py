@@ -1,0 +1,93 @@
+"""The run store: append, resume, refuse to mix runs, reference round trip."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from harness.errors import InputError
+from harness.evaluate.scorer import TopK
+from harness.records import ItemResult
+from harness.store import RunStore
+
+
+def row(variant: str, task: str, item: str, correct: bool = True) -> ItemResult:
+    return ItemResult(variant=variant, task=task, item_id=item, slices=("general", "x"), correct=correct,
+                      correct_norm=None, score=float(correct), nll=1.5, gold_logprob=-1.5, n_tokens=3,
+                      kld=None, top1_agree=None, margin=None, prediction="p", target="t")  # fmt: skip
+
+
+def test_append_and_load(tmp_path):
+    store = RunStore.open(tmp_path / "run", {"model": "a"})
+    assert not store.has("baseline", "t/1")
+    store.append("baseline", "t/1", [row("baseline", "t/1", "1"), row("baseline", "t/1", "2", False)])
+    store.append("v", "t/1", [row("v", "t/1", "1")])
+    assert store.has("baseline", "t/1") and store.has("v", "t/1")
+    items = store.load_items()
+    assert list(items["variant"]) == ["baseline", "baseline", "v"]
+    assert list(items.loc[0, "slices"]) == ["general", "x"]
+    assert (tmp_path / "run" / "items.parquet").exists()
+    assert not list((tmp_path / "run").rglob("*.tmp"))
+
+
+def test_reopen_same_fingerprint_resumes_and_other_is_refused(tmp_path):
+    store = RunStore.open(tmp_path / "run", {"model": "a", "code": "1"})
+    store.append("baseline", "t", [row("baseline", "t", "1")])
+    again = RunStore.open(tmp_path / "run", {"model": "a", "code": "1"})
+    assert again.has("baseline", "t")
+    with pytest.raises(InputError, match=r"holds a different run \(changed: code\)"):
+        RunStore.open(tmp_path / "run", {"model": "a", "code": "2"})
+    fresh = RunStore.open(tmp_path / "run", {"model": "a", "code": "2"}, overwrite=True)
+    assert not fresh.has("baseline", "t")
+
+
+def test_refuses_a_folder_that_is_not_a_run(tmp_path):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    with pytest.raises(InputError, match="not a qharness run"):
+        RunStore.open(tmp_path / "mine", {"model": "a"})
+
+
+def test_manifest_updates_merge(tmp_path):
+    store = RunStore.open(tmp_path / "run", {"model": "a"})
+    store.update_manifest(timings={"a": 1.0})
+    store.update_manifest(timings={"b": 2.0}, seed=3)
+    manifest = store.manifest()
+    assert manifest["timings"] == {"a": 1.0, "b": 2.0} and manifest["seed"] == 3
+    assert manifest["fingerprint"] == {"model": "a"}
+
+
+def test_reference_round_trip(tmp_path):
+    store = RunStore.open(tmp_path / "run", {"model": "a"})
+    topks = {"x/1": TopK(idx=torch.arange(6, dtype=torch.int32).reshape(2, 3), logp=torch.randn(2, 3)),
+             "y": TopK(idx=torch.zeros((1, 3), dtype=torch.int32), logp=torch.zeros(1, 3))}  # fmt: skip
+    store.save_reference("task one", topks)
+    loaded = store.load_reference("task one")
+    assert list(loaded) == ["x/1", "y"]
+    assert torch.equal(loaded["x/1"].idx, topks["x/1"].idx) and torch.equal(loaded["x/1"].logp, topks["x/1"].logp)
+    assert store.load_reference("other") is None
+
+
+def test_missing_run_is_a_clear_error(tmp_path):
+    with pytest.raises(InputError, match="no qharness run"):
+        RunStore(tmp_path / "nothing").manifest()
+
+
+def test_stale_temporary_files_are_removed_on_reopen(tmp_path):
+    RunStore.open(tmp_path / "run", {"model": "a"})
+    stale = tmp_path / "run" / "parts" / ".baseline__t.parquet.123.tmp"
+    stale.parent.mkdir()
+    stale.write_bytes(b"half a file")
+    RunStore.open(tmp_path / "run", {"model": "a"})
+    assert not stale.exists()
+
+
+def test_a_second_writer_is_refused(tmp_path):
+    import subprocess
+    import sys
+
+    RunStore.open(tmp_path / "run", {"model": "a"})  # this process now holds the lock
+    code = (f"from harness.store import RunStore; RunStore.open(__import__('pathlib').Path({str(tmp_path / 'run')!r}), "
+            "{'model': 'a'})")  # fmt: skip
+    other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert other.returncode != 0 and "another qharness process is writing" in other.stderr
