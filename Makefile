@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PIP_INSTALL := $(PY) -m pip install --quiet -c constraints.txt
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint clean
 
 install: $(STAMP)
 
@@ -20,18 +20,15 @@ $(STAMP): pyproject.toml constraints.txt
 # A real sweep on the embedded default model: baseline + RTN at 8/4/3/2 bits.
 demo: install
 	$(VENV)/bin/qharness run --model default --methods rtn --bits 8,4,3,2 \
-		--suite tasks/default.yaml --out results/demo
+		--suite tasks/default.yaml --out results/demo --overwrite
 	@echo "Report: results/demo/report.md"
 
 test: install
 	$(PY) -m pytest -q
 
 lint: install
-	$(VENV)/bin/ruff check harness tests bench tasks
-	$(VENV)/bin/ruff format --check harness tests bench tasks
-
-bench: install
-	$(PY) bench/sweep.py
+	$(VENV)/bin/ruff check harness tests tasks
+	$(VENV)/bin/ruff format --check harness tests tasks
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

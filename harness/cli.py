@@ -28,7 +28,9 @@ def _bits(text: str) -> list[int]:
     try:
         values = [int(b) for b in text.split(",") if b.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"bits must be comma-separated integers, not {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"bits must be comma-separated integers, not {text!r}"
+        ) from None
     if not values:
         raise argparse.ArgumentTypeError("give at least one bit width")
     return values
@@ -52,7 +54,9 @@ def _group_size(text: str) -> int | None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="qharness", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="qharness",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -67,29 +71,48 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--revision", default=None, help="model revision (branch, tag or commit)")
     model.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
                        help="dtype to load and score in (default float32: bf16 flips items on its own)")  # fmt: skip
-    model.add_argument("--trust-remote-code", action="store_true", help="allow the model's own Python code")
+    model.add_argument(
+        "--trust-remote-code", action="store_true", help="allow the model's own Python code"
+    )
     quant = run.add_argument_group("quantization")
     quant.add_argument("--methods", default="rtn", help="comma-separated methods (default: rtn)")
-    quant.add_argument("--bits", type=_bits, default=[8, 4, 3, 2], help="comma-separated bit widths (default: 8,4,3,2)")
+    quant.add_argument(
+        "--bits",
+        type=_bits,
+        default=[8, 4, 3, 2],
+        help="comma-separated bit widths (default: 8,4,3,2)",
+    )
     quant.add_argument("--group-size", type=_group_size, default=128,
                        help="weights per scale along the input dimension; 'channel' for one per row (default 128)")  # fmt: skip
     quant.add_argument("--symmetric", action="store_true", help="symmetric grid (no zero-point)")
     evaluation = run.add_argument_group("evaluation")
-    evaluation.add_argument("--suite", type=Path, default=Path("tasks/default.yaml"), help="suite YAML file")
-    evaluation.add_argument("--limit", type=_positive, default=None, help="evaluate only the first N items of each task")
-    evaluation.add_argument("--seed", type=int, default=0, help="seed for few-shot sampling (default 0)")
-    evaluation.add_argument("--batch-size", type=_positive, default=8, help="sequences per forward pass (default 8)")
+    evaluation.add_argument(
+        "--suite", type=Path, default=Path("tasks/default.yaml"), help="suite YAML file"
+    )
+    evaluation.add_argument(
+        "--limit", type=_positive, default=None, help="evaluate only the first N items of each task"
+    )
+    evaluation.add_argument(
+        "--seed", type=int, default=0, help="seed for few-shot sampling (default 0)"
+    )
+    evaluation.add_argument(
+        "--batch-size", type=_positive, default=8, help="sequences per forward pass (default 8)"
+    )
     evaluation.add_argument("--threads", type=_positive, default=default_threads(),
                             help=f"CPU threads (default {default_threads()}: all cores but one)")  # fmt: skip
     evaluation.add_argument("--kld-topk", type=_positive, default=128,
                             help="baseline tokens kept per position for KL divergence (default 128)")  # fmt: skip
     output = run.add_argument_group("output")
-    output.add_argument("--out", type=Path, default=None, help="run folder (default: results/<model>-<suite>)")
+    output.add_argument(
+        "--out", type=Path, default=None, help="run folder (default: results/<model>-<suite>)"
+    )
     output.add_argument("--overwrite", action="store_true",
                         help="replace a stored run whose model, suite, settings or code differ (default: refuse)")  # fmt: skip
     output.add_argument("--no-progress", action="store_true", help="no progress bar")
 
-    report = commands.add_parser("report", help="rewrite the reports of a stored run (no model needed)")
+    report = commands.add_parser(
+        "report", help="rewrite the reports of a stored run (no model needed)"
+    )
     report.add_argument("run_dir", type=Path, metavar="RUN", help="a results/<run> folder")
     return parser
 
@@ -111,7 +134,9 @@ def _variants(args) -> list:
     variants, seen = [], set()
     for method in methods:
         for bits in args.bits:
-            config = make_config(method, bits=bits, group_size=args.group_size, symmetric=args.symmetric)
+            config = make_config(
+                method, bits=bits, group_size=args.group_size, symmetric=args.symmetric
+            )
             name = config.variant_name
             if name not in seen:
                 seen.add(name)
@@ -135,7 +160,9 @@ def cmd_run(args, argv: list[str]) -> int:
         suite_path=args.suite, out=out, variants=tuple(variants), limit=args.limit, seed=args.seed,
         threads=args.threads, batch_size=args.batch_size, kld_topk=args.kld_topk,
     )  # fmt: skip
-    store = run(spec, overwrite=args.overwrite, progress=not args.no_progress, argv=["qharness", *argv])
+    store = run(
+        spec, overwrite=args.overwrite, progress=not args.no_progress, argv=["qharness", *argv]
+    )
     print(f"wrote {store.root}/report.md")
     return EXIT_OK
 

@@ -57,7 +57,9 @@ def code_fingerprint() -> str:
     root = Path(harness.__file__).parent
     digest = hashlib.sha256(harness.__version__.encode())
     for entry in _SCORING_CODE:
-        for path in sorted((root / entry).rglob("*.py")) if (root / entry).is_dir() else [root / entry]:
+        for path in (
+            sorted((root / entry).rglob("*.py")) if (root / entry).is_dir() else [root / entry]
+        ):
             digest.update(path.relative_to(root).as_posix().encode() + path.read_bytes())
     return digest.hexdigest()[:16]
 
@@ -84,7 +86,9 @@ def _log(message: str) -> None:
     tqdm.write(message, file=sys.stderr)
 
 
-def run(spec: RunSpec, *, overwrite: bool = False, progress: bool = True, argv: list[str] | None = None) -> RunStore:
+def run(
+    spec: RunSpec, *, overwrite: bool = False, progress: bool = True, argv: list[str] | None = None
+) -> RunStore:
     """Run (or resume) the sweep described by ``spec``; returns its store with reports written."""
     started = time.perf_counter()
     suite = load_suite(spec.suite_path)
@@ -112,14 +116,25 @@ def run(spec: RunSpec, *, overwrite: bool = False, progress: bool = True, argv: 
         harness_version=harness.__version__,
         command=argv or [],
         seed=spec.seed,
-        model={**asdict(spec.model), "hash": model_hash, "parameters": n_params,
-               "architecture": type(model).__name__},  # fmt: skip
-        suite={
-            "name": suite.name, "version": suite.version, "path": str(suite.path),
-            "hash": fingerprint["suite"], "tasks": [_task_record(t) for t in suite.tasks],
+        model={
+            **asdict(spec.model),
+            "hash": model_hash,
+            "parameters": n_params,
+            "architecture": type(model).__name__,
         },  # fmt: skip
-        settings={"threads": spec.threads, "batch_size": spec.batch_size, "limit": spec.limit,
-                  "kld_topk": spec.kld_topk},  # fmt: skip
+        suite={
+            "name": suite.name,
+            "version": suite.version,
+            "path": str(suite.path),
+            "hash": fingerprint["suite"],
+            "tasks": [_task_record(t) for t in suite.tasks],
+        },  # fmt: skip
+        settings={
+            "threads": spec.threads,
+            "batch_size": spec.batch_size,
+            "limit": spec.limit,
+            "kld_topk": spec.kld_topk,
+        },  # fmt: skip
         libraries=library_versions(),
         platform={"machine": platform.machine(), "system": platform.system(), "cpus": _cpu_count()},
     )
@@ -145,7 +160,9 @@ def run(spec: RunSpec, *, overwrite: bool = False, progress: bool = True, argv: 
 
     pending = {v.name: [t for t in suite.tasks if not _done(store, v, t.name)] for v in variants}
     total = sum(units(t) for v in variants for t in pending[v.name])
-    bar = tqdm(total=total, unit="req", disable=not progress or None, dynamic_ncols=True, file=sys.stderr)
+    bar = tqdm(
+        total=total, unit="req", disable=not progress or None, dynamic_ncols=True, file=sys.stderr
+    )
     references = {}
     for variant in variants:
         if not pending[variant.name]:
@@ -170,7 +187,9 @@ def run(spec: RunSpec, *, overwrite: bool = False, progress: bool = True, argv: 
             store.append(variant.name, task.name, rows)
             seconds = time.perf_counter() - task_start
             store.update_manifest(timings={f"{variant.name}/{task.name}": round(seconds, 3)})
-            _log(f"{variant.name} · {task.name}: {_headline(task, rows)} (n={len(rows)}, {seconds:.1f}s)")
+            _log(
+                f"{variant.name} · {task.name}: {_headline(task, rows)} (n={len(rows)}, {seconds:.1f}s)"
+            )
     bar.close()
     master.restore()
 

@@ -162,7 +162,9 @@ class RunStore:
 
     def load_items(self) -> pd.DataFrame:
         """Every stored row, in the order the parts were finished."""
-        parts = sorted((self.root / "parts").glob("*.parquet"), key=lambda p: (p.stat().st_mtime_ns, p.name))
+        parts = sorted(
+            (self.root / "parts").glob("*.parquet"), key=lambda p: (p.stat().st_mtime_ns, p.name)
+        )
         if not parts:
             return pd.DataFrame(columns=ITEM_COLUMNS)
         return pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)
@@ -178,7 +180,9 @@ class RunStore:
             tensors[f"idx.{n}"] = topks[item_id].idx.contiguous()
             tensors[f"logp.{n}"] = topks[item_id].logp.contiguous()
         metadata = {"ids": json.dumps(ids)}
-        _atomic_write(self._reference(task), lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+        _atomic_write(
+            self._reference(task), lambda tmp: save_file(tensors, str(tmp), metadata=metadata)
+        )
 
     def load_reference(self, task: str) -> dict[str, TopK] | None:
         path = self._reference(task)
@@ -187,6 +191,8 @@ class RunStore:
         with safe_open(str(path), framework="pt") as f:
             ids = json.loads(f.metadata()["ids"])
             return {
-                item_id: TopK(idx=f.get_tensor(f"idx.{n}"), logp=f.get_tensor(f"logp.{n}").to(torch.float32))
+                item_id: TopK(
+                    idx=f.get_tensor(f"idx.{n}"), logp=f.get_tensor(f"logp.{n}").to(torch.float32)
+                )
                 for n, item_id in enumerate(ids)
             }

@@ -32,7 +32,9 @@ def load_suite(path: str | Path) -> Suite:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f":{mark.line + 1}" if mark else ""
-        raise InputError(f"{path}{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+        raise InputError(
+            f"{path}{where}: not valid YAML ({getattr(exc, 'problem', exc)})"
+        ) from None
     if not isinstance(raw, dict):
         raise InputError(f"{path}: a suite must be a mapping with 'name', 'version' and 'tasks'")
     _check_keys(raw, _SUITE_KEYS, f"{path}")
@@ -48,7 +50,9 @@ def load_suite(path: str | Path) -> Suite:
         raise InputError(f"{path}: duplicate task name(s): {', '.join(duplicated)}")
     for task in tasks:
         load_items(task)  # validates the data up front, before any model is loaded
-    return Suite(name=str(raw["name"]), version=str(raw.get("version", "0")), tasks=tasks, path=path)
+    return Suite(
+        name=str(raw["name"]), version=str(raw.get("version", "0")), tasks=tasks, path=path
+    )
 
 
 def _check_keys(raw: dict, allowed: set[str], where: str) -> None:
@@ -70,18 +74,26 @@ def _parse_task(entry: object, index: int, path: Path) -> Task:
             raise InputError(f"{where}: missing required key {key!r}")
     if entry["kind"] not in TASK_KINDS:
         hint = did_you_mean(str(entry["kind"]), list(TASK_KINDS))
-        raise InputError(f"{where}: unknown kind {entry['kind']!r}{hint} (choose from {', '.join(TASK_KINDS)})")
+        raise InputError(
+            f"{where}: unknown kind {entry['kind']!r}{hint} (choose from {', '.join(TASK_KINDS)})"
+        )
     values = dict(entry)
     for key in ("slices", "stop"):
         if key in values:
             if isinstance(values[key], str):
                 values[key] = [values[key]]
-            if not isinstance(values[key], list) or not all(isinstance(v, str) for v in values[key]):
+            if not isinstance(values[key], list) or not all(
+                isinstance(v, str) for v in values[key]
+            ):
                 raise InputError(f"{where}: {key!r} must be a list of strings")
             values[key] = tuple(values[key])
     for key in ("fewshot", "max_new_tokens", "window", "stride"):
-        if key in values and (not isinstance(values[key], int) or isinstance(values[key], bool) or values[key] < 0):
-            raise InputError(f"{where}: {key!r} must be a non-negative integer, not {values[key]!r}")
+        if key in values and (
+            not isinstance(values[key], int) or isinstance(values[key], bool) or values[key] < 0
+        ):
+            raise InputError(
+                f"{where}: {key!r} must be a non-negative integer, not {values[key]!r}"
+            )
     data = (path.parent / str(values["data"])).resolve()
     if not data.is_file():
         raise InputError(f"{where}: data file not found: {data}")
@@ -125,13 +137,21 @@ def _check_item(task: Task, item: dict, where: str) -> None:
     for template in templates:
         for _, field, _, _ in string.Formatter().parse(template):
             if field is not None and field not in item:
-                raise InputError(f"{where}: task {task.name!r} template names missing field {field!r}")
+                raise InputError(
+                    f"{where}: task {task.name!r} template names missing field {field!r}"
+                )
     if task.kind == "multiple_choice":
         choices = item.get(task.choices_field)
         if not isinstance(choices, list) or len(choices) < 2:
-            raise InputError(f"{where}: {task.choices_field!r} must be a list of at least 2 strings")
+            raise InputError(
+                f"{where}: {task.choices_field!r} must be a list of at least 2 strings"
+            )
         answer = item.get(task.answer_field)
         if not isinstance(answer, int) or not 0 <= answer < len(choices):
-            raise InputError(f"{where}: {task.answer_field!r} must be an index into {task.choices_field!r}")
-    if "slices" in item and not (isinstance(item["slices"], list) and all(isinstance(s, str) for s in item["slices"])):
+            raise InputError(
+                f"{where}: {task.answer_field!r} must be an index into {task.choices_field!r}"
+            )
+    if "slices" in item and not (
+        isinstance(item["slices"], list) and all(isinstance(s, str) for s in item["slices"])
+    ):
         raise InputError(f"{where}: 'slices' must be a list of strings")

@@ -56,7 +56,9 @@ def summarize(items: pd.DataFrame, manifest: dict) -> pd.DataFrame:
                     "delta": value - base,
                     "rel_delta": (value - base) / base if base else math.nan,
                     "kld": _mean(rows, "kld", metric) if variant != "baseline" else 0.0,
-                    "top1_agree": _mean(rows, "top1_agree", metric) if variant != "baseline" else 1.0,
+                    "top1_agree": _mean(rows, "top1_agree", metric)
+                    if variant != "baseline"
+                    else 1.0,
                 }
             )
     return pd.DataFrame(out, columns=SUMMARY_COLUMNS)

@@ -21,8 +21,13 @@ def build(seed: int) -> list[dict]:
     pairs = [(a, b) for a in range(10) for b in range(10)]
     random.Random(seed).shuffle(pairs)
     return [
-        {"id": f"add-{a}-{b}", "a": a, "b": b, "answer": str(a + b),
-         "slices": ["carry" if a + b >= 10 else "no_carry"]}  # fmt: skip
+        {
+            "id": f"add-{a}-{b}",
+            "a": a,
+            "b": b,
+            "answer": str(a + b),
+            "slices": ["carry" if a + b >= 10 else "no_carry"],
+        }  # fmt: skip
         for a, b in pairs
     ]
 

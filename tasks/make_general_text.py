@@ -7,7 +7,8 @@ Licence: the Python documentation is distributed under the PSF License Agreement
 with its notice kept; see tasks/data/LICENSES.md.
 
 Only prose paragraphs are kept (code blocks, directives and headings are dropped; inline
-markup is reduced to its text), then grouped into items of about ``--words`` words.
+markup is reduced to its text), then grouped into items of about ``--words`` words
+(about 400 tokens, one scoring window each), the first ``--max-items`` of them.
 
     python tasks/make_general_text.py            # fetches the .deb with apt-get download
     python tasks/make_general_text.py --sources DIR
@@ -54,7 +55,11 @@ def prose_paragraphs(rst: str) -> list[str]:
             continue
         skip_indented = False
         first = lines[0].strip()
-        if indented or first.startswith((".. ", ">>>", "|", "+", "=")) or re.fullmatch(r"[*=\-~^#]+", first):
+        if (
+            indented
+            or first.startswith((".. ", ">>>", "|", "+", "="))
+            or re.fullmatch(r"[*=\-~^#]+", first)
+        ):
             skip_indented = first.startswith(".. ")
             continue
         if any(re.fullmatch(r"[*=\-~^#]{3,}", ln.strip()) for ln in lines):  # heading
@@ -69,16 +74,20 @@ def prose_paragraphs(rst: str) -> list[str]:
     return paragraphs
 
 
-def build(sources: Path, words: int) -> list[dict]:
+def build(sources: Path, words: int, max_items: int) -> list[dict]:
     items, current, page_of = [], [], None
     for page in PAGES:
-        for paragraph in prose_paragraphs((sources / f"{page}.rst.txt").read_text(encoding="utf-8")):
+        for paragraph in prose_paragraphs(
+            (sources / f"{page}.rst.txt").read_text(encoding="utf-8")
+        ):
             current.append(paragraph)
             page_of = page_of or page
             if sum(len(p.split()) for p in current) >= words:
                 items.append({"id": f"tutorial-{len(items):02d}", "source": f"tutorial/{page_of}",
                               "text": "\n\n".join(current)})  # fmt: skip
                 current, page_of = [], None
+                if len(items) == max_items:
+                    return items
     return items
 
 
@@ -91,15 +100,22 @@ def fetch_sources(workdir: Path) -> Path:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sources", type=Path, help="the tutorial's _sources folder (default: fetch the .deb)")
+    parser.add_argument(
+        "--sources", type=Path, help="the tutorial's _sources folder (default: fetch the .deb)"
+    )
     parser.add_argument("--words", type=int, default=300, help="words per item (default 300)")
+    parser.add_argument(
+        "--max-items", type=int, default=24, help="items to keep (default 24, ~10k tokens)"
+    )
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         sources = args.sources or fetch_sources(Path(tmp))
-        items = build(sources, args.words)
+        items = build(sources, args.words, args.max_items)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("".join(json.dumps(it, ensure_ascii=False) + "\n" for it in items), encoding="utf-8")
+    args.out.write_text(
+        "".join(json.dumps(it, ensure_ascii=False) + "\n" for it in items), encoding="utf-8"
+    )
     print(f"wrote {len(items)} items to {args.out}")
 
 

@@ -22,7 +22,9 @@ def make_tokenizer():
     backend = Tokenizer(models.BPE(vocab=vocab, merges=[]))
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     backend.decoder = decoders.ByteLevel()
-    return PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>")
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>"
+    )
 
 
 def make_model(vocab_size: int, seed: int = 0, layers: int = 2):
@@ -69,7 +71,10 @@ def write_jsonl(path: Path, items: list[dict]) -> Path:
 @pytest.fixture()
 def tiny_suite(tmp_path) -> Path:
     """A small suite with one task of each kind."""
-    texts = [{"id": f"t{i}", "text": f"The quick brown fox number {i} jumps over the lazy dog. " * 3} for i in range(4)]
+    texts = [
+        {"id": f"t{i}", "text": f"The quick brown fox number {i} jumps over the lazy dog. " * 3}
+        for i in range(4)
+    ]
     mc = [{"id": f"m{i}", "context": f"{i} plus one is", "choices": [str(i + 1), str(i + 2), "cat"],
            "answer": 0, "slices": ["easy"] if i % 2 else []} for i in range(5)]  # fmt: skip
     gen = [{"id": f"g{i}", "a": i, "b": 1, "answer": str(i + 1)} for i in range(5)]

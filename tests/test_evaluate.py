@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import math
 
 import pytest
@@ -10,13 +11,21 @@ import torch
 import torch.nn.functional as F
 
 from harness.evaluate.scorer import Scorer, TopK, kl_from_topk
-from harness.evaluate.tasks import encode_pair, evaluate_task, extract_answer, prepare, rolling_requests
+from harness.evaluate.tasks import (
+    encode_pair,
+    evaluate_task,
+    extract_answer,
+    prepare,
+    rolling_requests,
+)
 from harness.methods import quantize_
 from harness.methods.rtn import RTNConfig
 from harness.records import Task
 from harness.suites import load_items, load_suite
 
-TEXT = "Quantization rounds every weight to a coarser grid, and the error adds up layer by layer. " * 2
+TEXT = (
+    "Quantization rounds every weight to a coarser grid, and the error adds up layer by layer. " * 2
+)
 
 
 def plain_nll(model, ids: list[int]) -> tuple[float, int]:
@@ -41,7 +50,9 @@ def strided_nll(model, ids: list[int], window: int, stride: int) -> float:
         labels[:, : chunk.shape[1] - (end - prev)] = -100
         with torch.no_grad():
             logits = model(chunk).logits[0, :-1]
-        total += float(F.cross_entropy(logits.double(), labels[0, 1:], ignore_index=-100, reduction="sum"))
+        total += float(
+            F.cross_entropy(logits.double(), labels[0, 1:], ignore_index=-100, reduction="sum")
+        )
         if end == n:
             return total
         prev, end = end, min(end + stride, n)
@@ -49,12 +60,16 @@ def strided_nll(model, ids: list[int], window: int, stride: int) -> float:
 
 def ppl_task(tmp_path, window: int, stride: int = 0) -> Task:
     data = tmp_path / "t.jsonl"
-    data.write_text('{"id": "a", "text": "%s"}\n' % TEXT)
-    return Task(name="ppl", kind="perplexity", data=data, window=window, stride=stride, metric="perplexity")
+    data.write_text(json.dumps({"id": "a", "text": TEXT}) + "\n")
+    return Task(
+        name="ppl", kind="perplexity", data=data, window=window, stride=stride, metric="perplexity"
+    )
 
 
 def run_task(task, model, tokenizer, reference=None, batch_size=4, topk=16, variant="v"):
-    items = prepare(task, load_items(task), tokenizer, tokenizer.bos_token_id, load_items(task), seed=0)
+    items = prepare(
+        task, load_items(task), tokenizer, tokenizer.bos_token_id, load_items(task), seed=0
+    )
     scorer = Scorer(model, tokenizer.pad_token_id, batch_size=batch_size, max_length=512, topk=topk)
     return evaluate_task(task, items, scorer, tokenizer, variant, reference)
 
@@ -102,10 +117,14 @@ def test_multiple_choice_matches_hand_computation(tiny_suite, tiny_model, tokeni
         normed = [ll / len(c) for ll, c in zip(lls, item["choices"], strict=True)]
         assert row.gold_logprob == pytest.approx(lls[item["answer"]], abs=1e-4)
         assert row.correct == (best == item["answer"])
-        assert row.correct_norm == (max(range(len(normed)), key=normed.__getitem__) == item["answer"])
+        assert row.correct_norm == (
+            max(range(len(normed)), key=normed.__getitem__) == item["answer"]
+        )
         others = [ll for i, ll in enumerate(lls) if i != item["answer"]]
         assert row.margin == pytest.approx(lls[item["answer"]] - max(others), abs=1e-4)
-        assert row.n_tokens == len(tokenizer(" " + item["choices"][item["answer"]], add_special_tokens=False)["input_ids"])
+        assert row.n_tokens == len(
+            tokenizer(" " + item["choices"][item["answer"]], add_special_tokens=False)["input_ids"]
+        )
 
 
 def test_scores_do_not_depend_on_batching(tiny_suite, tiny_model, tokenizer):
@@ -126,7 +145,9 @@ def test_generation_matches_unpadded_greedy_decoding(tiny_suite, tiny_model, tok
         with torch.no_grad():
             for _ in range(task.max_new_tokens):
                 ids.append(int(tiny_model(torch.tensor([ids])).logits[0, -1].argmax()))
-        text = tokenizer.decode(ids[len(item.prompt_ids) :], skip_special_tokens=True).split("\n")[0]
+        text = tokenizer.decode(ids[len(item.prompt_ids) :], skip_special_tokens=True).split("\n")[
+            0
+        ]
         assert row.prediction == text
         assert row.correct == (text.strip() == item.target)
 

@@ -60,7 +60,9 @@ def test_effective_bits_4bit_g128_asymmetric_is_4_25():
     assert report.n_weights == n
     assert report.packed_bytes == (4 * n + (n // 128) * 32) // 8
     assert report.simulated is True
-    sym = quantize_(copy.deepcopy(model), RTNConfig(bits=4, group_size=128, symmetric=True, ignore=()))
+    sym = quantize_(
+        copy.deepcopy(model), RTNConfig(bits=4, group_size=128, symmetric=True, ignore=())
+    )
     assert sym.effective_bits == pytest.approx(4.125)
 
 
@@ -95,7 +97,9 @@ def test_lm_head_and_tied_weights_are_left_alone(tiny_model):
 
 
 def test_quantized_model_output_degrades_with_fewer_bits(tiny_model, tokenizer):
-    ids = torch.tensor([tokenizer("bits and bytes and bits", add_special_tokens=False)["input_ids"]])
+    ids = torch.tensor(
+        [tokenizer("bits and bytes and bits", add_special_tokens=False)["input_ids"]]
+    )
     with torch.no_grad():
         reference = tiny_model(ids).logits
     errors = []

@@ -73,7 +73,16 @@ def test_killed_run_resumes_to_the_same_rows(tiny_model_dir, tiny_suite, tmp_pat
     assert done.returncode == 0, done.stderr
 
     out = tmp_path / "killed"
-    killed = run([sys.executable, "-c", KILLER, target, str(when), *cli_args(tiny_model_dir, tiny_suite, out)])
+    killed = run(
+        [
+            sys.executable,
+            "-c",
+            KILLER,
+            target,
+            str(when),
+            *cli_args(tiny_model_dir, tiny_suite, out),
+        ]
+    )
     assert killed.returncode == -9, killed.stderr
     before = {p.name: p.stat().st_mtime_ns for p in (out / "parts").glob("*.parquet")}
     assert 0 < len(before) < 12  # 4 variants x 3 tasks
@@ -92,7 +101,9 @@ def test_master_copy_restores_weights_exactly(tiny_model):
     before = {k: v.clone() for k, v in model.state_dict().items()}
     master = MasterCopy(model)
     quantize_(model, RTNConfig(bits=2, group_size=32))
-    assert not torch.equal(model.model.layers[0].mlp.up_proj.weight, before["model.layers.0.mlp.up_proj.weight"])
+    assert not torch.equal(
+        model.model.layers[0].mlp.up_proj.weight, before["model.layers.0.mlp.up_proj.weight"]
+    )
     master.restore()
     for key, value in model.state_dict().items():
         assert torch.equal(value, before[key]), key

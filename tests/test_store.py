@@ -20,7 +20,9 @@ def row(variant: str, task: str, item: str, correct: bool = True) -> ItemResult:
 def test_append_and_load(tmp_path):
     store = RunStore.open(tmp_path / "run", {"model": "a"})
     assert not store.has("baseline", "t/1")
-    store.append("baseline", "t/1", [row("baseline", "t/1", "1"), row("baseline", "t/1", "2", False)])
+    store.append(
+        "baseline", "t/1", [row("baseline", "t/1", "1"), row("baseline", "t/1", "2", False)]
+    )
     store.append("v", "t/1", [row("v", "t/1", "1")])
     assert store.has("baseline", "t/1") and store.has("v", "t/1")
     items = store.load_items()
@@ -64,7 +66,9 @@ def test_reference_round_trip(tmp_path):
     store.save_reference("task one", topks)
     loaded = store.load_reference("task one")
     assert list(loaded) == ["x/1", "y"]
-    assert torch.equal(loaded["x/1"].idx, topks["x/1"].idx) and torch.equal(loaded["x/1"].logp, topks["x/1"].logp)
+    assert torch.equal(loaded["x/1"].idx, topks["x/1"].idx) and torch.equal(
+        loaded["x/1"].logp, topks["x/1"].logp
+    )
     assert store.load_reference("other") is None
 
 

@@ -39,12 +39,30 @@ def _suite(tmp_path, body: str):
         ("name: x\ntaks: []\n", "unknown key 'taks'; did you mean 'tasks'"),
         ("tasks: [{name: a, kind: perplexity, data: d.jsonl}]\n", "missing required key 'name'"),
         ("name: x\ntasks: [{name: a, kind: perplexity}]\n", "missing required key 'data'"),
-        ("name: x\ntasks: [{name: a, kind: perplexty, data: d.jsonl}]\n", "did you mean 'perplexity'"),
-        ("name: x\ntasks: [{name: a, kind: perplexity, data: nope.jsonl}]\n", "data file not found"),
-        ("name: x\ntasks: [{name: a, kind: generate, data: d.jsonl, promt: x}]\n", "unknown key 'promt'; did you mean 'prompt'"),
-        ("name: x\ntasks: [{name: a, kind: generate, data: d.jsonl, fewshot: many}]\n", "'fewshot' must be a non-negative integer"),
-        ("name: x\ntasks: [{name: a, kind: perplexity, data: d.jsonl}, {name: a, kind: perplexity, data: d.jsonl}]\n", "duplicate task name"),
-        ("name: x\ntasks: [{name: a, kind: generate, data: d.jsonl, prompt: '{question}'}]\n", "names missing field 'question'"),
+        (
+            "name: x\ntasks: [{name: a, kind: perplexty, data: d.jsonl}]\n",
+            "did you mean 'perplexity'",
+        ),
+        (
+            "name: x\ntasks: [{name: a, kind: perplexity, data: nope.jsonl}]\n",
+            "data file not found",
+        ),
+        (
+            "name: x\ntasks: [{name: a, kind: generate, data: d.jsonl, promt: x}]\n",
+            "unknown key 'promt'; did you mean 'prompt'",
+        ),
+        (
+            "name: x\ntasks: [{name: a, kind: generate, data: d.jsonl, fewshot: many}]\n",
+            "'fewshot' must be a non-negative integer",
+        ),
+        (
+            "name: x\ntasks: [{name: a, kind: perplexity, data: d.jsonl}, {name: a, kind: perplexity, data: d.jsonl}]\n",
+            "duplicate task name",
+        ),
+        (
+            "name: x\ntasks: [{name: a, kind: generate, data: d.jsonl, prompt: '{question}'}]\n",
+            "names missing field 'question'",
+        ),
         ("name: [unclosed\n", "not valid YAML"),
     ],
 )
@@ -59,19 +77,29 @@ def test_bad_suites_name_the_file_and_problem(tmp_path, body, message):
 def test_bad_jsonl_line_names_file_and_line(tmp_path):
     (tmp_path / "d.jsonl").write_text('{"id": "1", "text": "ok"}\n{"id": 2, "text": oops}\n')
     with pytest.raises(InputError, match=r"d\.jsonl:2: not valid JSON"):
-        load_suite(_suite(tmp_path, "name: x\ntasks: [{name: a, kind: perplexity, data: d.jsonl}]\n"))
+        load_suite(
+            _suite(tmp_path, "name: x\ntasks: [{name: a, kind: perplexity, data: d.jsonl}]\n")
+        )
 
 
 def test_duplicate_ids_and_empty_files(tmp_path):
     write_jsonl(tmp_path / "d.jsonl", [{"id": "1", "text": "a"}, {"id": "1", "text": "b"}])
     with pytest.raises(InputError, match=r"d\.jsonl:2: duplicate item id '1'"):
-        load_suite(_suite(tmp_path, "name: x\ntasks: [{name: a, kind: perplexity, data: d.jsonl}]\n"))
+        load_suite(
+            _suite(tmp_path, "name: x\ntasks: [{name: a, kind: perplexity, data: d.jsonl}]\n")
+        )
     (tmp_path / "d.jsonl").write_text("\n")
     with pytest.raises(InputError, match="no items"):
-        load_suite(_suite(tmp_path, "name: x\ntasks: [{name: a, kind: perplexity, data: d.jsonl}]\n"))
+        load_suite(
+            _suite(tmp_path, "name: x\ntasks: [{name: a, kind: perplexity, data: d.jsonl}]\n")
+        )
 
 
 def test_multiple_choice_answer_must_index_choices(tmp_path):
-    write_jsonl(tmp_path / "d.jsonl", [{"id": "1", "context": "c", "choices": ["a", "b"], "answer": 2}])
+    write_jsonl(
+        tmp_path / "d.jsonl", [{"id": "1", "context": "c", "choices": ["a", "b"], "answer": 2}]
+    )
     with pytest.raises(InputError, match=r"d\.jsonl:1: 'answer' must be an index"):
-        load_suite(_suite(tmp_path, "name: x\ntasks: [{name: a, kind: multiple_choice, data: d.jsonl}]\n"))
+        load_suite(
+            _suite(tmp_path, "name: x\ntasks: [{name: a, kind: multiple_choice, data: d.jsonl}]\n")
+        )

@@ -79,7 +79,10 @@ class Scorer:
         batches, current = [], []
         for i in order:
             width = lengths[current[0]] if current else lengths[i]
-            if current and (len(current) >= self.batch_size or width * (len(current) + 1) > self.max_batch_tokens):
+            if current and (
+                len(current) >= self.batch_size
+                or width * (len(current) + 1) > self.max_batch_tokens
+            ):
                 batches.append(current)
                 current = []
             current.append(i)
@@ -101,7 +104,9 @@ class Scorer:
             if not cont:
                 raise ValueError("a request needs at least one continuation token")
             if len(cont) > self.max_length:
-                raise ValueError(f"a continuation of {len(cont)} tokens exceeds max_length {self.max_length}")
+                raise ValueError(
+                    f"a continuation of {len(cont)} tokens exceeds max_length {self.max_length}"
+                )
             inputs.append((ctx + cont)[:-1][-self.max_length :])
         results: list[Scored | None] = [None] * len(requests)
         for batch in self._batches([len(x) for x in inputs]):
@@ -126,7 +131,9 @@ class Scorer:
                 targets = torch.tensor(cont)
                 token_logprobs = logp.gather(1, targets[:, None])[:, 0].double()
                 argmax = logp.argmax(dim=-1)
-                scored = Scored(token_logprobs=token_logprobs, greedy=bool((argmax == targets).all()))
+                scored = Scored(
+                    token_logprobs=token_logprobs, greedy=bool((argmax == targets).all())
+                )
                 if keep_topk:
                     values, idx = logp.topk(min(self.topk, logp.shape[1]), dim=-1)
                     scored.topk = TopK(idx=idx.to(torch.int32), logp=values)
@@ -140,7 +147,12 @@ class Scorer:
 
     @torch.inference_mode()
     def generate(
-        self, prompts: list[list[int]], max_new_tokens: int, stop: tuple[str, ...], tokenizer, on_batch=None
+        self,
+        prompts: list[list[int]],
+        max_new_tokens: int,
+        stop: tuple[str, ...],
+        tokenizer,
+        on_batch=None,
     ) -> list[str]:
         """Greedy continuations of ``prompts``, cut at the first stop string."""
         from transformers import GenerationConfig

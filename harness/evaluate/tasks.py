@@ -38,7 +38,9 @@ class PreparedItem:
     prompt_ids: list[int] = field(default_factory=list)  # generate
 
 
-def rolling_requests(tokens: list[int], prefix: int, window: int, stride: int) -> list[tuple[list[int], list[int]]]:
+def rolling_requests(
+    tokens: list[int], prefix: int, window: int, stride: int
+) -> list[tuple[list[int], list[int]]]:
     """Split a token sequence into scoring windows; every token is scored exactly once."""
     seq = [prefix] + tokens
     n = len(seq) - 1
@@ -51,7 +53,9 @@ def rolling_requests(tokens: list[int], prefix: int, window: int, stride: int) -
     return requests
 
 
-def encode_pair(tokenizer, context: str, continuation: str, prefix: int) -> tuple[list[int], list[int]]:
+def encode_pair(
+    tokenizer, context: str, continuation: str, prefix: int
+) -> tuple[list[int], list[int]]:
     """Tokenize context+continuation together and split at the context's length, moving
     trailing context whitespace into the continuation (lm-eval's convention)."""
     spaces = len(context) - len(context.rstrip())
@@ -81,7 +85,9 @@ def _render_example(task: Task, example: dict) -> str:
     return prompt + task.target_delimiter + answer
 
 
-def prepare(task: Task, items: list[dict], tokenizer, prefix: int, pool: list[dict], seed: int) -> list[PreparedItem]:
+def prepare(
+    task: Task, items: list[dict], tokenizer, prefix: int, pool: list[dict], seed: int
+) -> list[PreparedItem]:
     """Render and tokenize ``items`` for ``task``."""
     prepared = []
     for item in items:
@@ -95,17 +101,27 @@ def prepare(task: Task, items: list[dict], tokenizer, prefix: int, pool: list[di
         context = _fewshot_block(task, item, pool, seed) + task.prompt.format(**item)
         if task.kind == "multiple_choice":
             choices = [str(c) for c in item[task.choices_field]]
-            requests = [encode_pair(tokenizer, context, task.target_delimiter + c, prefix) for c in choices]
+            requests = [
+                encode_pair(tokenizer, context, task.target_delimiter + c, prefix) for c in choices
+            ]
             gold = item[task.answer_field]
             prepared.append(
-                PreparedItem(item["id"], slices, requests, target=choices[gold], gold=gold,
-                             choice_lengths=[len(c) for c in choices])  # fmt: skip
+                PreparedItem(
+                    item["id"],
+                    slices,
+                    requests,
+                    target=choices[gold],
+                    gold=gold,
+                    choice_lengths=[len(c) for c in choices],
+                )  # fmt: skip
             )
         else:
             target = task.target.format(**item)
             request = encode_pair(tokenizer, context, task.target_delimiter + target, prefix)
             prompt_ids = tokenizer(context, add_special_tokens=False)["input_ids"] or [prefix]
-            prepared.append(PreparedItem(item["id"], slices, [request], target=target, prompt_ids=prompt_ids))
+            prepared.append(
+                PreparedItem(item["id"], slices, [request], target=target, prompt_ids=prompt_ids)
+            )
     return prepared
 
 
@@ -158,7 +174,11 @@ def evaluate_task(
     generations: list[str] = []
     if task.kind == "generate":
         generations = scorer.generate(
-            [item.prompt_ids for item in items], task.max_new_tokens, task.stop, tokenizer, on_batch=on_progress
+            [item.prompt_ids for item in items],
+            task.max_new_tokens,
+            task.stop,
+            tokenizer,
+            on_batch=on_progress,
         )
 
     rows, topks = [], {}
@@ -167,7 +187,8 @@ def evaluate_task(
         logprobs = torch.cat([p.token_logprobs for p in parts])
         if reference is None:
             topks[item.item_id] = TopK(
-                idx=torch.cat([p.topk.idx for p in parts]), logp=torch.cat([p.topk.logp for p in parts])
+                idx=torch.cat([p.topk.idx for p in parts]),
+                logp=torch.cat([p.topk.logp for p in parts]),
             )
         nll = -float(logprobs.sum())
         n_tokens = int(logprobs.numel())
@@ -181,7 +202,9 @@ def evaluate_task(
             score = nll / n_tokens
         elif task.kind == "multiple_choice":
             lls = [float(s.token_logprobs.sum()) for s in by_item[n]]
-            normed = [ll / max(length, 1) for ll, length in zip(lls, item.choice_lengths, strict=True)]
+            normed = [
+                ll / max(length, 1) for ll, length in zip(lls, item.choice_lengths, strict=True)
+            ]
             choice = max(range(len(lls)), key=lls.__getitem__)
             correct = choice == item.gold
             correct_norm = max(range(len(normed)), key=normed.__getitem__) == item.gold
@@ -195,10 +218,21 @@ def evaluate_task(
             score = float(correct)
         rows.append(
             ItemResult(
-                variant=variant, task=task.name, item_id=item.item_id, slices=item.slices,
-                correct=correct, correct_norm=correct_norm, score=score, nll=nll,
-                gold_logprob=-nll, n_tokens=n_tokens, kld=kld, top1_agree=top1, margin=margin,
-                prediction=prediction, target=item.target,
+                variant=variant,
+                task=task.name,
+                item_id=item.item_id,
+                slices=item.slices,
+                correct=correct,
+                correct_norm=correct_norm,
+                score=score,
+                nll=nll,
+                gold_logprob=-nll,
+                n_tokens=n_tokens,
+                kld=kld,
+                top1_agree=top1,
+                margin=margin,
+                prediction=prediction,
+                target=item.target,
             )  # fmt: skip
         )
     return rows, topks

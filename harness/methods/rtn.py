@@ -34,9 +34,7 @@ class RTNConfig(QuantConfig):
 
     def __post_init__(self) -> None:
         if self.bits not in SUPPORTED_BITS:
-            raise ValueError(
-                f"method 'rtn' supports bits 2-8, not {self.bits}"
-            )
+            raise ValueError(f"method 'rtn' supports bits 2-8, not {self.bits}")
         if self.group_size is not None and self.group_size < 1:
             raise ValueError(f"method 'rtn': group_size must be positive, not {self.group_size}")
 
@@ -90,7 +88,9 @@ def quantize_rtn(model: nn.Module, config: RTNConfig, calib=None) -> QuantReport
     layers = select_linears(model, config.ignore)
     total_bits = n_weights = 0
     for _, layer in layers:
-        layer.weight.copy_(fake_quantize(layer.weight, config.bits, config.group_size, config.symmetric))
+        layer.weight.copy_(
+            fake_quantize(layer.weight, config.bits, config.group_size, config.symmetric)
+        )
         total_bits += storage_bits(tuple(layer.weight.shape), config)
         n_weights += layer.weight.numel()
     packed = math.ceil(total_bits / 8)

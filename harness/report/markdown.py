@@ -48,6 +48,8 @@ def render_markdown(summary: pd.DataFrame, manifest: dict, plots: dict[str, str]
     return "\n".join(lines) + "\n"
 
 
-def write_markdown(summary: pd.DataFrame, manifest: dict, path: Path, plots: dict[str, str]) -> Path:
+def write_markdown(
+    summary: pd.DataFrame, manifest: dict, path: Path, plots: dict[str, str]
+) -> Path:
     path.write_text(render_markdown(summary, manifest, plots), encoding="utf-8")
     return path

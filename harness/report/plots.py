@@ -19,7 +19,9 @@ METRIC_LABEL = {"perplexity": "perplexity (log scale, lower is better)", "acc": 
 def plot_knee(summary: pd.DataFrame, path: Path) -> Path:
     """One panel per task: the task metric against bits (16 = baseline), a line per method."""
     tasks = list(dict.fromkeys(summary["task"]))
-    fig, axes = plt.subplots(1, max(len(tasks), 1), figsize=(4.2 * max(len(tasks), 1), 3.6), squeeze=False)
+    fig, axes = plt.subplots(
+        1, max(len(tasks), 1), figsize=(4.2 * max(len(tasks), 1), 3.6), squeeze=False
+    )
     bit_ticks = sorted(set(summary["bits"].astype(int)) | {16}, reverse=True)
     positions = {b: i for i, b in enumerate(bit_ticks)}  # evenly spaced, 16 on the left
     for ax, task in zip(axes[0], tasks, strict=False):
@@ -28,8 +30,16 @@ def plot_knee(summary: pd.DataFrame, path: Path) -> Path:
         metric = rows["metric"].iloc[0]
         methods = [m for m in dict.fromkeys(rows["method"]) if m != "none"]
         for colour, method in zip(PALETTE, methods, strict=False):
-            line = pd.concat([base, rows[rows["method"] == method]]).sort_values("bits", ascending=False)
-            ax.plot([positions[int(b)] for b in line["bits"]], line["value"], marker="o", color=colour, label=method)
+            line = pd.concat([base, rows[rows["method"] == method]]).sort_values(
+                "bits", ascending=False
+            )
+            ax.plot(
+                [positions[int(b)] for b in line["bits"]],
+                line["value"],
+                marker="o",
+                color=colour,
+                label=method,
+            )
         if not methods and len(base):
             ax.plot([positions[16]], base["value"], marker="o", color=PALETTE[0], label="baseline")
         ax.set_xticks(range(len(bit_ticks)), [str(b) for b in bit_ticks])

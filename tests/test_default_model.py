@@ -1,0 +1,89 @@
+"""Integration on the embedded default model (SmolLM2-135M-Instruct, fetched once into
+the cache): loading, perplexity against plain transformers, RTN at 8 and 2 bits."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from harness.evaluate.scorer import Scorer
+from harness.evaluate.tasks import evaluate_task, prepare
+from harness.methods import quantize_
+from harness.methods.rtn import RTNConfig
+from harness.models import default_model_dir, load_model, prefix_token_id
+from harness.records import ModelSpec
+from harness.runner import MasterCopy
+from harness.suites import load_items, load_suite
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.slow
+N_ITEMS = 4
+
+
+@pytest.fixture(scope="module")
+def default_model():
+    model, tokenizer = load_model(ModelSpec("default"))
+    return model, tokenizer
+
+
+@pytest.fixture(scope="module")
+def text_task():
+    suite = load_suite(REPO / "tasks" / "default.yaml")
+    return next(t for t in suite.tasks if t.kind == "perplexity")
+
+
+def perplexity_of(model, tokenizer, task, reference=None):
+    items = load_items(task)[:N_ITEMS]
+    prepared = prepare(task, items, tokenizer, prefix_token_id(tokenizer), items, seed=0)
+    scorer = Scorer(model, tokenizer.pad_token_id, batch_size=4, max_length=2048, topk=64)
+    rows, topks = evaluate_task(task, prepared, scorer, tokenizer, "v", reference)
+    ppl = math.exp(sum(r.nll for r in rows) / sum(r.n_tokens for r in rows))
+    return ppl, rows, topks
+
+
+def test_default_model_loads_from_the_cached_safetensors_folder(default_model):
+    model, tokenizer = default_model
+    assert (default_model_dir() / "model.safetensors").exists()
+    assert type(model).__name__ == "LlamaForCausalLM" and model.config.num_hidden_layers == 30
+    assert sum(p.numel() for p in model.parameters()) == 134_515_008
+    assert tokenizer.bos_token_id == 1 and tokenizer.eos_token_id == 2
+    assert model.lm_head.weight.data_ptr() == model.get_input_embeddings().weight.data_ptr()
+
+
+def test_engine_perplexity_equals_plain_transformers(default_model, text_task):
+    model, tokenizer = default_model
+    item = load_items(text_task)[0]
+    ids = [tokenizer.bos_token_id] + tokenizer(item["text"], add_special_tokens=False)["input_ids"]
+    assert len(ids) <= text_task.window  # one window: the plain computation is one forward
+    with torch.no_grad():
+        loss = model(torch.tensor([ids]), labels=torch.tensor([ids])).loss
+    prepared = prepare(text_task, [item], tokenizer, prefix_token_id(tokenizer), [item], seed=0)
+    scorer = Scorer(model, tokenizer.pad_token_id, batch_size=1, max_length=2048, topk=8)
+    rows, _ = evaluate_task(text_task, prepared, scorer, tokenizer, "baseline", None)
+    assert math.exp(rows[0].nll / rows[0].n_tokens) == pytest.approx(
+        math.exp(float(loss)), rel=1e-4
+    )
+
+
+def test_rtn_8bit_is_near_free_and_2bit_collapses(default_model, text_task):
+    model, tokenizer = default_model
+    master = MasterCopy(model)
+    base, _, reference = perplexity_of(model, tokenizer, text_task)
+    results = {}
+    for bits in (8, 2):
+        master.restore()
+        quantize_(model, RTNConfig(bits=bits, group_size=128))
+        results[bits], rows, _ = perplexity_of(model, tokenizer, text_task, reference)
+        results[f"kld{bits}"] = sum(r.kld * r.n_tokens for r in rows) / sum(
+            r.n_tokens for r in rows
+        )
+    master.restore()
+    assert 10 < base < 40
+    assert abs(results[8] / base - 1) < 0.01, results
+    assert results[2] > 10 * base, results
+    assert results["kld8"] < 0.01 < results["kld2"]
+    assert perplexity_of(model, tokenizer, text_task)[0] == pytest.approx(
+        base, rel=1e-6
+    )  # restored

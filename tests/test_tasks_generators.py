@@ -1,0 +1,52 @@
+"""The shipped data generators are deterministic and match the committed files."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from tests.conftest import REPO
+
+
+def test_arithmetic_generator_is_deterministic_and_matches_the_committed_file(tmp_path):
+    outputs = []
+    for name in ("a.jsonl", "b.jsonl"):
+        subprocess.run([sys.executable, str(REPO / "tasks" / "make_arithmetic.py"), "--out", str(tmp_path / name)],
+                       check=True, capture_output=True)  # fmt: skip
+        outputs.append((tmp_path / name).read_bytes())
+    assert outputs[0] == outputs[1] == (REPO / "tasks" / "data" / "add_1digit.jsonl").read_bytes()
+
+
+def test_arithmetic_items_are_labelled_by_carry():
+    sys.path.insert(0, str(REPO / "tasks"))
+    try:
+        from make_arithmetic import build
+    finally:
+        sys.path.pop(0)
+    items = build(seed=0)
+    assert len(items) == 100 and len({it["id"] for it in items}) == 100
+    for it in items:
+        assert int(it["answer"]) == it["a"] + it["b"]
+        assert it["slices"] == (["carry"] if it["a"] + it["b"] >= 10 else ["no_carry"])
+    assert build(seed=1) != items
+
+
+def test_text_cleaner_keeps_prose_and_drops_markup():
+    sys.path.insert(0, str(REPO / "tasks"))
+    try:
+        from make_general_text import prose_paragraphs
+    finally:
+        sys.path.pop(0)
+    rst = (
+        "Heading\n=======\n\n"
+        "The :func:`len` function returns the number of items in a container, and works with\n"
+        "``lists``, *tuples* and `strings <https://example.org>`_ alike in every program ::\n\n"
+        "    >>> len([1, 2])\n    2\n\n"
+        ".. note::\n\n   A directive body that should be dropped from the prose entirely here.\n\n"
+        "Short line.\n"
+    )
+    paragraphs = prose_paragraphs(rst)
+    assert paragraphs == [
+        "The len function returns the number of items in a container, and works with "
+        "lists, tuples and strings alike in every program"
+    ]
