@@ -18,9 +18,10 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 # A real sweep on the embedded default model: baseline + RTN at 8/4/3/2 bits.
+# Exit code 1 means "the gate failed": a finding about the model, not a broken demo.
 demo: install
 	$(VENV)/bin/qharness run --model default --methods rtn --bits 8,4,3,2 \
-		--suite tasks/default.yaml --out results/demo --overwrite
+		--suite tasks/default.yaml --out results/demo --overwrite || [ $$? -eq 1 ]
 	@echo "Report: results/demo/report.md"
 
 test: install

@@ -15,6 +15,7 @@ against the 16-bit baseline, and report where quality breaks.
 
 examples:
   qharness run --model default --methods rtn --bits 8,4,3,2 --suite tasks/default.yaml --out results/demo
+  qharness gate results/demo --junit gate.xml      # exit 0: pass, 1: gate failed, 2: bad input
   qharness report results/demo
 """
 
@@ -109,12 +110,30 @@ def build_parser() -> argparse.ArgumentParser:
     output.add_argument("--overwrite", action="store_true",
                         help="replace a stored run whose model, suite, settings or code differ (default: refuse)")  # fmt: skip
     output.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _gate_options(run.add_argument_group("gate"))
+
+    gate = commands.add_parser("gate", help="apply the gate policy to a stored run (no model needed)",
+                               description="Compare every variant to the baseline item by item, apply "
+                               "the gate policy, print the verdict and write gate.json. Exit 0 when "
+                               "the target passes, 1 when it fails, 2 on bad input.")  # fmt: skip
+    gate.add_argument("run_dir", type=Path, metavar="RUN", help="a results/<run> folder")
+    _gate_options(gate)
 
     report = commands.add_parser(
         "report", help="rewrite the reports of a stored run (no model needed)"
     )
     report.add_argument("run_dir", type=Path, metavar="RUN", help="a results/<run> folder")
     return parser
+
+
+def _gate_options(group) -> None:
+    group.add_argument("--policy", type=Path, default=None,
+                       help="gate policy YAML (default: the suite's gate block, else built-in rules)")  # fmt: skip
+    group.add_argument("--require", default=None, metavar="VARIANT",
+                       help="the gate passes only if this variant passes (default: if any variant passes)")  # fmt: skip
+    group.add_argument(
+        "--junit", type=Path, default=None, metavar="FILE", help="also write JUnit XML here"
+    )
 
 
 def _version() -> str:
@@ -160,19 +179,45 @@ def cmd_run(args, argv: list[str]) -> int:
         suite_path=args.suite, out=out, variants=tuple(variants), limit=args.limit, seed=args.seed,
         threads=args.threads, batch_size=args.batch_size, kld_topk=args.kld_topk,
     )  # fmt: skip
+    if args.policy is not None and not args.policy.is_file():
+        raise InputError(f"policy file not found: {args.policy}")
     store = run(
         spec, overwrite=args.overwrite, progress=not args.no_progress, argv=["qharness", *argv]
     )
-    print(f"wrote {store.root}/report.md")
-    return EXIT_OK
+    return _gate(store, args)
+
+
+def _gate(store, args) -> int:
+    from harness.analysis import analyse
+    from harness.gate import verdict_table
+
+    result = analyse(store, policy_path=args.policy, require=args.require, junit=args.junit)
+    print(verdict_table(result))
+    print(f"wrote {store.root}/gate.json and {store.root}/report.md")
+    return EXIT_OK if result.passed else EXIT_GATE_FAILED
+
+
+def cmd_gate(args) -> int:
+    from harness.store import RunStore
+
+    store = RunStore(args.run_dir)
+    store.manifest()  # a clear error when there is no run
+    return _gate(store, args)
 
 
 def cmd_report(args) -> int:
-    from harness.report import write_reports
+    """Rewrite every report file; the gate is re-applied with the stored target."""
+    import json
+
+    from harness.analysis import TARGET_ANY, analyse
     from harness.store import RunStore
 
-    paths = write_reports(RunStore(args.run_dir))
-    print(f"wrote {paths['report']}")
+    store = RunStore(args.run_dir)
+    store.manifest()
+    gate_file = store.root / "gate.json"
+    target = json.loads(gate_file.read_text()).get("target") if gate_file.exists() else TARGET_ANY
+    analyse(store, require=None if target == TARGET_ANY else target)
+    print(f"wrote {store.root}/report.md")
     return EXIT_OK
 
 
@@ -184,6 +229,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "run":
             return cmd_run(args, argv)
+        if args.command == "gate":
+            return cmd_gate(args)
         return cmd_report(args)
     except InputError as exc:
         print(f"qharness: error: {exc}", file=sys.stderr)

@@ -92,6 +92,7 @@ class Suite:
     version: str
     tasks: tuple[Task, ...]
     path: Path | None = None
+    gate: dict | None = None  # the raw ``gate:`` block (validated by harness.gate)
 
 
 @dataclass(frozen=True)
@@ -133,3 +134,74 @@ class ItemResult:
     margin: float | None  # gold log-prob minus the best wrong choice (multiple_choice)
     prediction: str
     target: str
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One variant against the baseline on one task x slice, paired item by item.
+
+    ``loss`` is the quality lost, as a fraction: the relative accuracy drop
+    ``(base - value) / base``, or for perplexity ``value / base - 1``. Intervals are
+    paired-bootstrap percentile intervals at ``level``.
+    """
+
+    variant: str
+    task: str
+    slice: str
+    metric: str
+    n: int
+    base_value: float
+    value: float
+    delta: float
+    delta_ci: tuple[float, float]
+    loss: float
+    loss_ci: tuple[float, float]
+    lost: int | None  # baseline right, variant wrong (accuracy metrics)
+    gained: int | None
+    flip_rate: float | None  # lost / n
+    flip_ci: tuple[float, float] | None
+    kld: float | None
+    kld_ci: tuple[float, float] | None
+    top1: float | None
+    top1_ci: tuple[float, float] | None
+    p_value: float  # McNemar exact (accuracy) or Wilcoxon signed-rank (perplexity)
+    q_value: float  # Benjamini-Hochberg across every comparison of the run
+    level: float
+
+
+@dataclass(frozen=True)
+class Finding:
+    """A gate rule applied to one comparison."""
+
+    rule: str
+    severity: Literal["pass", "warn", "fail"]
+    variant: str
+    task: str
+    slice: str
+    metric: str
+    observed: float
+    threshold: float
+    ci: tuple[float, float]
+    message: str
+
+
+@dataclass(frozen=True)
+class VariantVerdict:
+    variant: str
+    passed: bool
+    failures: int
+    warnings: int
+    effective_bits: float
+    model_bytes: int | None
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The gate's decision: each variant's verdict and the recommended variant (the most
+    aggressive one that passes every rule), or ``None`` when none passes."""
+
+    passed: bool
+    target: str | None
+    recommended_variant: str | None
+    variants: tuple[VariantVerdict, ...]
+    findings: tuple[Finding, ...]

@@ -22,7 +22,6 @@ from harness.evaluate.tasks import evaluate_task, perplexity, prepare
 from harness.methods import config_to_dict, model_bytes_16bit, quantize_
 from harness.models import describe, load_model, prefix_token_id, weights_fingerprint
 from harness.records import RunSpec, Suite, Variant
-from harness.report import write_reports
 from harness.store import RunStore
 from harness.suites import load_items, load_suite
 
@@ -89,7 +88,8 @@ def _log(message: str) -> None:
 def run(
     spec: RunSpec, *, overwrite: bool = False, progress: bool = True, argv: list[str] | None = None
 ) -> RunStore:
-    """Run (or resume) the sweep described by ``spec``; returns its store with reports written."""
+    """Run (or resume) the sweep described by ``spec``; returns its store (analyse it with
+    :func:`harness.analysis.analyse`)."""
     started = time.perf_counter()
     suite = load_suite(spec.suite_path)
     task_items = {task.name: load_items(task) for task in suite.tasks}
@@ -129,6 +129,7 @@ def run(
             "path": str(suite.path),
             "hash": fingerprint["suite"],
             "tasks": [_task_record(t) for t in suite.tasks],
+            "gate": suite.gate,
         },  # fmt: skip
         settings={
             "threads": spec.threads,
@@ -197,7 +198,6 @@ def run(
     store.update_manifest(timings={"load_model": round(load_seconds, 3),
                                    "total_last_invocation": round(time.perf_counter() - started, 3)},
                           peak_rss_mib=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1))  # fmt: skip
-    write_reports(store)
     return store
 
 

@@ -22,15 +22,15 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
-import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
 
 from harness.errors import InputError
-from harness.evaluate.scorer import TopK
 from harness.records import ItemResult
+
+if TYPE_CHECKING:  # torch loads only when reference distributions are read or written
+    from harness.evaluate.scorer import TopK
 
 ITEM_COLUMNS = [f.name for f in dataclasses.fields(ItemResult)]
 
@@ -174,6 +174,8 @@ class RunStore:
         return self.root / "reference" / f"{_slug(task)}.safetensors"
 
     def save_reference(self, task: str, topks: dict[str, TopK]) -> None:
+        from safetensors.torch import save_file
+
         ids = list(topks)
         tensors = {}
         for n, item_id in enumerate(ids):
@@ -185,6 +187,11 @@ class RunStore:
         )
 
     def load_reference(self, task: str) -> dict[str, TopK] | None:
+        import torch
+        from safetensors import safe_open
+
+        from harness.evaluate.scorer import TopK
+
         path = self._reference(task)
         if not path.exists():
             return None

@@ -50,8 +50,16 @@ def load_suite(path: str | Path) -> Suite:
         raise InputError(f"{path}: duplicate task name(s): {', '.join(duplicated)}")
     for task in tasks:
         load_items(task)  # validates the data up front, before any model is loaded
+    if raw.get("gate") is not None:
+        from harness.gate import parse_policy
+
+        parse_policy(raw["gate"], str(path))  # validated now, applied after the run
     return Suite(
-        name=str(raw["name"]), version=str(raw.get("version", "0")), tasks=tasks, path=path
+        name=str(raw["name"]),
+        version=str(raw.get("version", "0")),
+        tasks=tasks,
+        path=path,
+        gate=raw.get("gate"),
     )
 
 
@@ -98,6 +106,11 @@ def _parse_task(entry: object, index: int, path: Path) -> Task:
     if not data.is_file():
         raise InputError(f"{where}: data file not found: {data}")
     values["data"] = data
+    if values.get("fewshot_data") is not None:
+        pool = (path.parent / str(values["fewshot_data"])).resolve()
+        if not pool.is_file():
+            raise InputError(f"{where}: fewshot_data file not found: {pool}")
+        values["fewshot_data"] = pool
     values["name"] = str(values["name"])
     values.setdefault("metric", DEFAULT_METRIC[values["kind"]])
     return Task(**values)

@@ -103,3 +103,21 @@ def test_multiple_choice_answer_must_index_choices(tmp_path):
         load_suite(
             _suite(tmp_path, "name: x\ntasks: [{name: a, kind: multiple_choice, data: d.jsonl}]\n")
         )
+
+
+def test_gate_block_is_validated_with_the_suite(tmp_path):
+    write_jsonl(tmp_path / "d.jsonl", [{"id": "1", "text": "hello"}])
+    good = _suite(
+        tmp_path,
+        "name: x\ntasks: [{name: a, kind: perplexity, data: d.jsonl}]\ngate: {rules: [{kind: max_kld, tolerance: 0.2}]}\n",
+    )
+    assert load_suite(good).gate == {"rules": [{"kind": "max_kld", "tolerance": 0.2}]}
+    bad = _suite(
+        tmp_path,
+        "name: x\ntasks: [{name: a, kind: perplexity, data: d.jsonl}]\ngate: {rules: [{kind: max_kdl, tolerance: 0.2}]}\n",
+    )
+    with pytest.raises(
+        InputError,
+        match=r"s\.yaml: gate rule 1: unknown rule kind 'max_kdl'; did you mean 'max_kld'",
+    ):
+        load_suite(bad)

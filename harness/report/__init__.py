@@ -4,14 +4,25 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
+
+from harness.records import Verdict
 from harness.report.markdown import write_markdown
 from harness.report.plots import plot_knee
 from harness.store import RunStore
 from harness.summary import summarize
 
 
-def write_reports(store: RunStore) -> dict[str, Path]:
-    """(Re)write ``summary.csv``, ``plots/knee.png`` and ``report.md`` of a stored run."""
+def write_reports(
+    store: RunStore,
+    *,
+    comparisons: pd.DataFrame | None = None,
+    knees: pd.DataFrame | None = None,
+    verdict: Verdict | None = None,
+) -> dict[str, Path]:
+    """(Re)write ``summary.csv``, ``plots/knee.png`` and ``report.md`` of a stored run.
+    With the analysis (comparisons, knees, verdict) the plot gets interval bands and
+    knee marks, and the report opens with the verdict."""
     manifest = store.manifest()
     summary = summarize(store.load_items(), manifest)
     paths = {
@@ -20,6 +31,13 @@ def write_reports(store: RunStore) -> dict[str, Path]:
         "report": store.root / "report.md",
     }
     summary.to_csv(paths["summary"], index=False, float_format="%.6g")
-    plot_knee(summary, paths["knee"])
-    write_markdown(summary, manifest, paths["report"], plots={"knee": "plots/knee.png"})
+    plot_knee(summary, paths["knee"], comparisons=comparisons, knees=knees)
+    write_markdown(
+        summary,
+        manifest,
+        paths["report"],
+        plots={"knee": "plots/knee.png"},
+        knees=knees,
+        verdict=verdict,
+    )
     return paths

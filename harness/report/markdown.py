@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pandas as pd
 
+MAX_FLAGS = 12
+
 
 def _fmt(value, digits: int = 4) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
@@ -22,7 +24,50 @@ def _size(num_bytes) -> str:
     return f"{num_bytes / 2**20:.1f} MiB"
 
 
-def render_markdown(summary: pd.DataFrame, manifest: dict, plots: dict[str, str]) -> str:
+def render_verdict(verdict) -> list[str]:
+    if verdict is None:
+        return []
+    status = "PASSED" if verdict.passed else "FAILED"
+    lines = [
+        f"**Gate: {status}** — recommended variant: **{verdict.recommended_variant or 'none'}** "
+        "(the most aggressive variant that passes every rule).",
+        "",
+        "| variant | bits/weight | verdict | failed checks | warnings |",
+        "|---|---|---|---|---|",
+    ]
+    for v in sorted(verdict.variants, key=lambda v: -v.effective_bits):
+        lines.append(
+            f"| {v.variant} | {v.effective_bits:.3g} | {'pass' if v.passed else 'FAIL'} | {v.failures} | {v.warnings} |"
+        )
+    flagged = [f for f in verdict.findings if f.severity != "pass"]
+    if flagged:
+        lines += ["", "<details><summary>Flags (fail, then warn)</summary>", ""]
+        rank = {v.variant: -v.effective_bits for v in verdict.variants}  # widest variant first
+        ordered = sorted(
+            flagged, key=lambda f: (rank.get(f.variant, 0), f.severity != "fail", f.task, f.slice)
+        )
+        lines += [f"- {f.message}" for f in ordered[:MAX_FLAGS]]
+        if len(flagged) > MAX_FLAGS:
+            lines.append(f"- … and {len(flagged) - MAX_FLAGS} more in gate.json")
+        lines += ["", "</details>"]
+    return lines + [""]
+
+
+def render_knees(knees) -> list[str]:
+    if knees is None or knees.empty:
+        return []
+    lines = ["## Knee per slice", "",
+             "The bit width below which the loss per removed bit jumps (– : no knee, the curve stays flat).", "",
+             "| method | task | slice | knee (bits) |", "|---|---|---|---|"]  # fmt: skip
+    for row in knees.itertuples(index=False):
+        knee = "–" if pd.isna(row.knee_bits) else str(int(row.knee_bits))
+        lines.append(f"| {row.method} | {row.task} | {row.slice} | {knee} |")
+    return lines + [""]
+
+
+def render_markdown(
+    summary: pd.DataFrame, manifest: dict, plots: dict[str, str], knees=None, verdict=None
+) -> str:
     model = manifest.get("model", {})
     suite = manifest.get("suite", {})
     lines = [
@@ -32,6 +77,9 @@ def render_markdown(summary: pd.DataFrame, manifest: dict, plots: dict[str, str]
         f"suite `{suite.get('name', '?')}` v{suite.get('version', '?')}, seed {manifest.get('seed', '?')}.",
         "Scored in float32; the baseline is shown at 16 bits. Variants marked *simulated* were "
         "evaluated as quantize→dequantize float weights; sizes are what packed weights would take.",
+        "",
+        *render_verdict(verdict),
+        "## Results per task",
         "",
         "| variant | bits/weight | size | task | metric | n | value | Δ vs baseline | mean KLD | top-1 agree |",
         "|---|---|---|---|---|---|---|---|---|---|",
@@ -43,13 +91,18 @@ def render_markdown(summary: pd.DataFrame, manifest: dict, plots: dict[str, str]
             f"| {row.metric} | {row.n} | {_fmt(float(row.value))} | {delta} "
             f"| {_fmt(float(row.kld), 3)} | {_fmt(float(row.top1_agree), 3)} |"
         )
-    lines += ["", "## Quality versus bits", ""]
+    lines += ["", *render_knees(knees), "## Quality versus bits", ""]
     lines += [f"![{name}]({path})" for name, path in plots.items()]
     return "\n".join(lines) + "\n"
 
 
 def write_markdown(
-    summary: pd.DataFrame, manifest: dict, path: Path, plots: dict[str, str]
+    summary: pd.DataFrame,
+    manifest: dict,
+    path: Path,
+    plots: dict[str, str],
+    knees=None,
+    verdict=None,
 ) -> Path:
-    path.write_text(render_markdown(summary, manifest, plots), encoding="utf-8")
+    path.write_text(render_markdown(summary, manifest, plots, knees, verdict), encoding="utf-8")
     return path

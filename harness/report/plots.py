@@ -16,8 +16,15 @@ METRIC_LABEL = {"perplexity": "perplexity (log scale, lower is better)", "acc": 
                 "acc_norm": "accuracy (length-normalised)", "exact_match": "exact match"}  # fmt: skip
 
 
-def plot_knee(summary: pd.DataFrame, path: Path) -> Path:
-    """One panel per task: the task metric against bits (16 = baseline), a line per method."""
+def plot_knee(
+    summary: pd.DataFrame,
+    path: Path,
+    comparisons: pd.DataFrame | None = None,
+    knees: pd.DataFrame | None = None,
+) -> Path:
+    """One panel per task: the task metric against bits (16 = baseline), a line per
+    method, with the paired interval of each variant as a band and the knee (over all
+    items) marked with a ring."""
     tasks = list(dict.fromkeys(summary["task"]))
     fig, axes = plt.subplots(
         1, max(len(tasks), 1), figsize=(4.2 * max(len(tasks), 1), 3.6), squeeze=False
@@ -33,13 +40,20 @@ def plot_knee(summary: pd.DataFrame, path: Path) -> Path:
             line = pd.concat([base, rows[rows["method"] == method]]).sort_values(
                 "bits", ascending=False
             )
-            ax.plot(
-                [positions[int(b)] for b in line["bits"]],
-                line["value"],
-                marker="o",
-                color=colour,
-                label=method,
-            )
+            xs = [positions[int(b)] for b in line["bits"]]
+            ax.plot(xs, line["value"], marker="o", color=colour, label=method)
+            band = _band(line, task, comparisons)
+            if band is not None:
+                low, high = band
+                if metric != "perplexity":  # accuracies live in [0, 1]
+                    low, high = [max(v, 0.0) for v in low], [min(v, 1.0) for v in high]
+                ax.fill_between(xs, low, high, color=colour, alpha=0.18, linewidth=0)
+            knee = _knee(knees, method, task)
+            knee_value = line.loc[line["bits"] == knee, "value"]
+            if knee in positions and len(knee_value):
+                ax.plot([positions[knee]], [float(knee_value.iloc[0])], marker="o", markersize=14,
+                        markerfacecolor="none", markeredgecolor=colour, markeredgewidth=2,
+                        label=f"{method} knee: {knee} bits")  # fmt: skip
         if not methods and len(base):
             ax.plot([positions[16]], base["value"], marker="o", color=PALETTE[0], label="baseline")
         ax.set_xticks(range(len(bit_ticks)), [str(b) for b in bit_ticks])
@@ -57,3 +71,32 @@ def plot_knee(summary: pd.DataFrame, path: Path) -> Path:
     fig.savefig(path, dpi=110, metadata={"Software": None})
     plt.close(fig)
     return path
+
+
+def _band(line: pd.DataFrame, task: str, comparisons: pd.DataFrame | None):
+    """Lower and upper edges of each point's interval (base + paired delta interval)."""
+    if comparisons is None or comparisons.empty:
+        return None
+    lows, highs = [], []
+    for row in line.itertuples(index=False):
+        if row.variant == "baseline":
+            lows.append(row.value)
+            highs.append(row.value)
+            continue
+        match = comparisons[(comparisons["variant"] == row.variant) & (comparisons["task"] == task)
+                            & (comparisons["slice"] == "all")]  # fmt: skip
+        if match.empty:
+            return None
+        low, high = match.iloc[0]["delta_ci"]
+        lows.append(row.baseline + low)
+        highs.append(row.baseline + high)
+    return lows, highs
+
+
+def _knee(knees: pd.DataFrame | None, method: str, task: str) -> int | None:
+    if knees is None or knees.empty:
+        return None
+    match = knees[(knees["method"] == method) & (knees["task"] == task) & (knees["slice"] == "all")]
+    if match.empty or pd.isna(match.iloc[0]["knee_bits"]):
+        return None
+    return int(match.iloc[0]["knee_bits"])

@@ -1,0 +1,88 @@
+"""Stored results -> comparisons, knees, gate verdict and every report file.
+
+Needs no model: ``qharness run`` calls it after the sweep, and ``qharness gate`` /
+``qharness report`` call it on a stored run (with a changed policy, say).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pandas as pd
+
+from harness.errors import InputError
+from harness.gate import Policy, apply_policy, load_policy, parse_policy, verdict, write_junit
+from harness.records import Verdict
+from harness.report import write_reports
+from harness.stats import compare, comparisons_frame, knees
+from harness.store import RunStore, write_json
+
+TARGET_ANY = "a recommended variant exists"
+STATS_NOTE = (
+    "Paired bootstrap percentile intervals (2000 resamples), Bonferroni-simultaneous per "
+    "variant over its task x slice comparisons (family-wise level 1 - alpha); p-values "
+    "from McNemar's exact test (accuracy) or the Wilcoxon signed-rank test (perplexity), "
+    "Benjamini-Hochberg adjusted across all comparisons (q_value)."
+)
+
+
+def resolve_policy(store: RunStore, policy_path: Path | None) -> Policy:
+    """``--policy FILE``, else the suite's ``gate:`` block recorded in the manifest,
+    else the built-in defaults."""
+    if policy_path is not None:
+        return load_policy(policy_path)
+    manifest = store.manifest()
+    raw = manifest.get("suite", {}).get("gate")
+    return (
+        parse_policy(raw, f"suite {manifest.get('suite', {}).get('path', '?')}")
+        if raw
+        else parse_policy(None, "")
+    )
+
+
+def analyse(store: RunStore, *, policy_path: Path | None = None, require: str | None = None,
+            junit: Path | None = None, seed: int = 0) -> Verdict:  # fmt: skip
+    """Compare every variant to the baseline, apply the gate, and write ``gate.json``,
+    ``comparisons.csv``, the optional JUnit file and the reports."""
+    manifest = store.manifest()
+    items = store.load_items()
+    if items.empty or "baseline" not in set(items["variant"]):
+        raise InputError(f"{store.root} has no baseline results yet; run or resume it first")
+    policy = resolve_policy(store, policy_path)
+    metrics = {t["name"]: t["metric"] for t in manifest.get("suite", {}).get("tasks", [])}
+    variants = {
+        v: info for v, info in manifest.get("variants", {}).items() if v in set(items["variant"])
+    }
+    comparisons = compare(items, metrics, alpha=policy.alpha, seed=seed)
+    knee_table = knees(comparisons, variants)
+    findings = apply_policy(policy, comparisons)
+    result = verdict(findings, variants, require)
+
+    frame = comparisons_frame(comparisons)
+    frame.to_csv(store.root / "comparisons.csv", index=False, float_format="%.6g")
+    write_json(store.root / "gate.json", gate_record(policy, result, knee_table))
+    if junit is not None:
+        write_junit(result, policy, junit)
+    write_reports(store, comparisons=frame, knees=knee_table, verdict=result)
+    return result
+
+
+def gate_record(policy: Policy, result: Verdict, knee_table: pd.DataFrame) -> dict:
+    return {
+        "passed": result.passed,
+        "target": result.target or TARGET_ANY,
+        "recommended_variant": result.recommended_variant,
+        "policy": {
+            "source": policy.source,
+            "alpha": policy.alpha,
+            "rules": [r.to_dict() for r in policy.rules],
+        },
+        "statistics": STATS_NOTE,
+        "variants": [dataclasses.asdict(v) for v in result.variants],
+        "knees": knee_table.to_dict(orient="records"),
+        "findings": [dataclasses.asdict(f) for f in result.findings if f.severity != "pass"],
+        "n_findings": {
+            s: sum(f.severity == s for f in result.findings) for s in ("pass", "warn", "fail")
+        },
+    }

@@ -1,0 +1,335 @@
+"""The gate: a policy (rules as data) applied to the paired comparisons, giving each
+variant a verdict and recommending the most aggressive variant that passes.
+
+Decisions are noise-aware. For a rule "loss at most T" with interval [lo, hi]:
+**fail** when lo > T (the interval shows the loss exceeds the tolerance), **warn** when
+the point estimate exceeds T but the interval does not settle it (the message says
+about how many more items would), **pass** otherwise. "At least T" rules mirror this.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import math
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+import yaml
+
+from harness.errors import InputError
+from harness.records import Comparison, Finding, VariantVerdict, Verdict
+from harness.registry import Registry, did_you_mean
+from harness.stats import ACCURACY_METRICS
+
+RULES: Registry[type[Rule]] = Registry("gate rule")
+STRICT_SLICES = ("arithmetic", "rare", "long_context")
+
+
+def register_rule(cls: type[Rule]) -> type[Rule]:
+    RULES.register(cls.kind, cls)
+    return cls
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A tolerance on one measured quantity, for the task x slice pairs it selects."""
+
+    kind: ClassVar[str] = ""
+    direction: ClassVar[str] = "max"  # "max": observed <= tolerance; "min": observed >= tolerance
+    label: ClassVar[str] = ""
+    percent: ClassVar[bool] = True
+    tolerance: float = 0.0
+    slices: tuple[str, ...] = ("*",)
+    tasks: tuple[str, ...] = ("*",)
+
+    def measure(self, c: Comparison) -> tuple[float, tuple[float, float]] | None:
+        """(observed, interval) for a comparison, or None if the rule does not apply."""
+        raise NotImplementedError
+
+    def matches(self, c: Comparison) -> bool:
+        return any(fnmatch.fnmatchcase(c.slice, p) for p in self.slices) and any(
+            fnmatch.fnmatchcase(c.task, p) for p in self.tasks
+        )
+
+    def specificity(self, c: Comparison) -> int:
+        """Exact names beat patterns, patterns beat ``*``: the most specific rule of a
+        kind is the one that applies."""
+
+        def score(value: str, patterns: tuple[str, ...]) -> int:
+            hits = [p for p in patterns if fnmatch.fnmatchcase(value, p)]
+            return max((2 if p == value else 0 if p == "*" else 1) for p in hits) if hits else -1
+
+        return 3 * score(c.slice, self.slices) + score(c.task, self.tasks)
+
+    def describe(self) -> str:
+        op = "≤" if self.direction == "max" else "≥"
+        where = ",".join(self.slices) + (
+            "" if self.tasks == ("*",) else f" in {','.join(self.tasks)}"
+        )
+        return f"{self.kind} {op} {_fmt(self.tolerance, self.percent)} [{where}]"
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, **{k: list(v) if isinstance(v, tuple) else v
+                                      for k, v in dataclasses.asdict(self).items()}}  # fmt: skip
+
+
+@register_rule
+@dataclass(frozen=True)
+class MaxDrop(Rule):
+    """Relative accuracy drop against the baseline, ``(base - variant) / base``."""
+
+    kind: ClassVar[str] = "max_drop"
+    label: ClassVar[str] = "accuracy drop"
+
+    def measure(self, c):
+        return (c.loss, c.loss_ci) if c.metric in ACCURACY_METRICS else None
+
+
+@register_rule
+@dataclass(frozen=True)
+class MaxPerplexityIncrease(Rule):
+    """Relative perplexity increase, ``variant / base - 1``."""
+
+    kind: ClassVar[str] = "max_ppl_increase"
+    label: ClassVar[str] = "perplexity increase"
+
+    def measure(self, c):
+        return (c.loss, c.loss_ci) if c.metric == "perplexity" else None
+
+
+@register_rule
+@dataclass(frozen=True)
+class MaxFlipRate(Rule):
+    """Share of items the baseline got right and the variant got wrong."""
+
+    kind: ClassVar[str] = "max_flip_rate"
+    label: ClassVar[str] = "flip rate (right→wrong)"
+
+    def measure(self, c):
+        return (c.flip_rate, c.flip_ci) if c.flip_rate is not None else None
+
+
+@register_rule
+@dataclass(frozen=True)
+class MaxKLD(Rule):
+    """Mean KL divergence of next-token distributions from the baseline's (nats)."""
+
+    kind: ClassVar[str] = "max_kld"
+    label: ClassVar[str] = "mean KLD"
+    percent: ClassVar[bool] = False
+
+    def measure(self, c):
+        return (c.kld, c.kld_ci) if c.kld is not None else None
+
+
+@register_rule
+@dataclass(frozen=True)
+class MinTop1(Rule):
+    """Share of scored tokens where the variant's top-1 token is the baseline's."""
+
+    kind: ClassVar[str] = "min_top1"
+    direction: ClassVar[str] = "min"
+    label: ClassVar[str] = "top-1 agreement"
+
+    def measure(self, c):
+        return (c.top1, c.top1_ci) if c.top1 is not None else None
+
+
+@dataclass(frozen=True)
+class Policy:
+    rules: tuple[Rule, ...]
+    alpha: float = 0.05  # family-wise error rate of each variant's intervals
+    source: str = "built-in defaults"
+
+
+def default_rules() -> tuple[Rule, ...]:
+    """What a careful team would start from; stricter where averages hide damage."""
+    strict = STRICT_SLICES
+    return (
+        MaxDrop(0.05), MaxDrop(0.02, slices=strict),
+        MaxFlipRate(0.10), MaxFlipRate(0.05, slices=strict),
+        MaxPerplexityIncrease(0.05), MaxPerplexityIncrease(0.03, slices=strict),
+        MaxKLD(0.10), MaxKLD(0.05, slices=strict),
+        MinTop1(0.90),
+    )  # fmt: skip
+
+
+def parse_policy(raw: object, source: str) -> Policy:
+    """Build a policy from a ``gate:`` mapping: ``rules`` (list), ``alpha``, ``defaults``."""
+    if raw is None:
+        return Policy(default_rules())
+    if not isinstance(raw, dict):
+        raise InputError(f"{source}: the gate policy must be a mapping with 'rules'")
+    for key in raw:
+        if key not in ("rules", "alpha", "defaults"):
+            raise InputError(
+                f"{source}: unknown gate key {key!r}{did_you_mean(str(key), ['rules', 'alpha', 'defaults'])}"
+            )
+    alpha = raw.get("alpha", 0.05)
+    if not isinstance(alpha, int | float) or not 0 < alpha < 1:
+        raise InputError(f"{source}: gate 'alpha' must be between 0 and 1, not {alpha!r}")
+    rules = []
+    for i, entry in enumerate(raw.get("rules") or []):
+        where = f"{source}: gate rule {i + 1}"
+        if not isinstance(entry, dict) or "kind" not in entry:
+            raise InputError(f"{where}: each rule is a mapping with 'kind' and 'tolerance'")
+        if entry["kind"] not in RULES:
+            raise InputError(f"{where}: unknown rule kind {entry['kind']!r}{did_you_mean(str(entry['kind']), RULES.names())} "
+                             f"(known: {', '.join(RULES.names())})")  # fmt: skip
+        cls = RULES.get(entry["kind"])
+        options = {k: v for k, v in entry.items() if k != "kind"}
+        allowed = {f.name for f in dataclasses.fields(cls)}
+        for key in options:
+            if key not in allowed:
+                raise InputError(
+                    f"{where}: unknown key {key!r}{did_you_mean(str(key), sorted(allowed))}"
+                )
+        if not isinstance(options.get("tolerance"), int | float):
+            raise InputError(f"{where}: 'tolerance' must be a number")
+        for key in ("slices", "tasks"):
+            if key in options:
+                value = [options[key]] if isinstance(options[key], str) else options[key]
+                if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                    raise InputError(f"{where}: {key!r} must be a list of names or patterns")
+                options[key] = tuple(value)
+        rules.append(cls(**options))
+    if raw.get("defaults", True):
+        rules.extend(default_rules())
+    return Policy(tuple(rules), float(alpha), source)
+
+
+def load_policy(path: Path) -> Policy:
+    if not Path(path).is_file():
+        raise InputError(f"policy file not found: {path}")
+    try:
+        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise InputError(f"{path}: not valid YAML ({exc})") from None
+    return parse_policy(raw.get("gate", raw) if isinstance(raw, dict) else raw, str(path))
+
+
+def _fmt(value: float, percent: bool) -> str:
+    if value is None or not math.isfinite(value):
+        return "n/a"
+    return f"{value:.1%}" if percent else f"{value:.3g}"
+
+
+def decide(rule: Rule, c: Comparison) -> Finding | None:
+    measured = rule.measure(c)
+    if measured is None or measured[0] is None or not math.isfinite(measured[0]):
+        return None
+    observed, (low, high) = measured
+    tol = rule.tolerance
+    beyond = observed > tol if rule.direction == "max" else observed < tol
+    settled = (low > tol) if rule.direction == "max" else (high < tol)
+    severity = "fail" if settled else "warn" if beyond else "pass"
+    text = (f"{c.variant} · {c.task}/{c.slice}: {rule.label} {_fmt(observed, rule.percent)} "
+            f"[{_fmt(low, rule.percent)}, {_fmt(high, rule.percent)}] "
+            f"{'≤' if rule.direction == 'max' else '≥'} {_fmt(tol, rule.percent)} required")  # fmt: skip
+    if severity == "warn":
+        half, gap = (high - low) / 2, abs(observed - tol)
+        more = math.ceil(c.n * (half / gap) ** 2) - c.n if gap > 0 else math.inf
+        text += f"; not settled at n={c.n}: about {more} more items would settle it"
+    return Finding(rule=rule.describe(), severity=severity, variant=c.variant, task=c.task, slice=c.slice,
+                   metric=rule.kind, observed=float(observed), threshold=tol, ci=(float(low), float(high)),
+                   message=f"{severity.upper()}: {text}")  # fmt: skip
+
+
+def apply_policy(policy: Policy, comparisons: list[Comparison]) -> list[Finding]:
+    """For each comparison and rule kind, the most specific matching rule decides."""
+    findings = []
+    for c in comparisons:
+        chosen: dict[str, Rule] = {}
+        for rule in policy.rules:
+            if not rule.matches(c) or rule.measure(c) is None:
+                continue
+            best = chosen.get(rule.kind)
+            if best is None or rule.specificity(c) > best.specificity(c):
+                chosen[rule.kind] = rule
+        findings.extend(f for f in (decide(rule, c) for rule in chosen.values()) if f is not None)
+    return findings
+
+
+def verdict(
+    findings: list[Finding], variants: dict[str, dict], require: str | None = None
+) -> Verdict:
+    """Each variant's verdict; the recommended variant is the passing one with the fewest
+    effective bits per weight, then the smallest size."""
+    names = [v for v in variants if v != "baseline"]
+    if require is not None and require not in names:
+        raise InputError(
+            f"--require: no variant {require!r} in this run{did_you_mean(require, names)}"
+        )
+    verdicts = []
+    for name in names:
+        mine = [f for f in findings if f.variant == name]
+        failures = sum(f.severity == "fail" for f in mine)
+        info = variants[name]
+        verdicts.append(VariantVerdict(name, failures == 0, failures, sum(f.severity == "warn" for f in mine),
+                                       float(info.get("effective_bits", 16.0)), info.get("model_bytes")))  # fmt: skip
+    passing = [v for v in verdicts if v.passed]
+    best = min(passing, key=lambda v: (v.effective_bits, v.model_bytes or 0), default=None)
+    recommended = best.variant if best else None
+    passed = (
+        any(v.variant == require and v.passed for v in verdicts)
+        if require
+        else recommended is not None
+    )
+    return Verdict(passed=passed, target=require, recommended_variant=recommended,
+                   variants=tuple(verdicts), findings=tuple(findings))  # fmt: skip
+
+
+def write_junit(result: Verdict, policy: Policy, path: Path) -> Path:
+    """One test case per variant x rule; failing findings become <failure>, warnings
+    go to <system-out>."""
+    suite = ET.Element("testsuite", name="qharness-gate")
+    cases = failures = 0
+    for v in result.variants:
+        for rule in dict.fromkeys(f.rule for f in result.findings if f.variant == v.variant):
+            mine = [f for f in result.findings if f.variant == v.variant and f.rule == rule]
+            case = ET.SubElement(suite, "testcase", classname=f"qharness.{v.variant}", name=rule)
+            cases += 1
+            failed = [f for f in mine if f.severity == "fail"]
+            if failed:
+                failures += 1
+                node = ET.SubElement(case, "failure", message=failed[0].message)
+                node.text = "\n".join(f.message for f in failed)
+            warned = [f.message for f in mine if f.severity == "warn"]
+            if warned:
+                ET.SubElement(case, "system-out").text = "\n".join(warned)
+    suite.set("tests", str(cases))
+    suite.set("failures", str(failures))
+    suite.set("errors", "0")
+    root = ET.Element("testsuites")
+    root.append(suite)
+    ET.indent(root)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    ET.ElementTree(root).write(path, encoding="utf-8", xml_declaration=True)
+    return Path(path)
+
+
+def verdict_table(result: Verdict) -> str:
+    """A plain-text table for the terminal."""
+    lines = [f"{'variant':<24} {'bits/w':>7} {'verdict':>8} {'fail':>5} {'warn':>5}"]
+    for v in sorted(result.variants, key=lambda v: -v.effective_bits):
+        mark = "PASS" if v.passed else "FAIL"
+        star = "  ← recommended" if v.variant == result.recommended_variant else ""
+        lines.append(
+            f"{v.variant:<24} {v.effective_bits:>7.3g} {mark:>8} {v.failures:>5} {v.warnings:>5}{star}"
+        )
+    target = f"required variant {result.target}" if result.target else "a passing variant exists"
+    lines.append(f"gate: {'PASSED' if result.passed else 'FAILED'} ({target}); "
+                 f"recommended: {result.recommended_variant or 'none'}")  # fmt: skip
+    return "\n".join(lines)
+
+
+@dataclass
+class GateReport:
+    """Everything ``gate.json`` holds."""
+
+    policy: Policy
+    verdict: Verdict
+    knees: list[dict] = field(default_factory=list)

@@ -1,0 +1,191 @@
+"""Paired statistics of each variant against the baseline, per task x slice, and the
+knee of the quality-versus-bits curve.
+
+* Every item is paired with the baseline's row for the same item, so a comparison
+  uses the difference per item, not two independent averages.
+* Intervals are paired-bootstrap percentile intervals (items resampled with
+  replacement). Gate decisions look at many task x slice comparisons at once, so each
+  variant's intervals are Bonferroni-simultaneous: with m comparisons for a variant,
+  each interval has level ``1 - alpha / m`` and all hold together with ``1 - alpha``.
+* p-values (McNemar's exact test on the discordant pairs for accuracy, the Wilcoxon
+  signed-rank test on per-token NLL differences for perplexity) are adjusted with
+  Benjamini-Hochberg across every comparison of the run (``q_value``).
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+
+import numpy as np
+import pandas as pd
+from scipy import stats as sps
+
+from harness.records import Comparison
+
+ALL_ITEMS = "all"
+ACCURACY_METRICS = ("acc", "acc_norm", "exact_match")
+
+
+def explode_slices(items: pd.DataFrame) -> pd.DataFrame:
+    """One row per item and slice label, plus the ``all`` slice for every item."""
+    labels = items["slices"].map(lambda s: [ALL_ITEMS, *[x for x in s if x != ALL_ITEMS]])
+    return items.assign(slice=labels).explode("slice", ignore_index=True)
+
+
+def _interval(samples: np.ndarray, level: float) -> tuple[float, float]:
+    samples = samples[np.isfinite(samples)]
+    if samples.size == 0:
+        return (math.nan, math.nan)
+    tail = (1 - level) / 2
+    low, high = np.quantile(samples, [tail, 1 - tail])
+    return (float(low), float(high))
+
+
+def _resamples(n: int, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    return rng.integers(0, n, size=(n_boot, n))
+
+
+def compare_pair(base: pd.DataFrame, var: pd.DataFrame, metric: str, level: float, n_boot: int,
+                 rng: np.random.Generator, *, variant: str = "", task: str = "", slice_: str = "") -> Comparison:  # fmt: skip
+    """Compare aligned rows (same items, same order) of the baseline and a variant."""
+    n = len(base)
+    idx = _resamples(n, n_boot, rng)
+    tokens = base["n_tokens"].to_numpy(float)
+    if metric in ACCURACY_METRICS:
+        column = "correct_norm" if metric == "acc_norm" else "correct"
+        b = base[column].to_numpy(bool)
+        v = var[column].to_numpy(bool)
+        base_value, value = b.mean(), v.mean()
+        b_boot, v_boot = b[idx].mean(axis=1), v[idx].mean(axis=1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            loss_boot = np.where(b_boot > 0, (b_boot - v_boot) / b_boot, 0.0)
+        loss = (base_value - value) / base_value if base_value > 0 else 0.0
+        lost_mask = b & ~v
+        lost, gained = int(lost_mask.sum()), int((~b & v).sum())
+        flip_rate = lost / n
+        flip_ci = _interval(lost_mask[idx].mean(axis=1), level)
+        p_value = sps.binomtest(lost, lost + gained, 0.5).pvalue if lost + gained else 1.0
+        weights = np.ones(n)
+    else:  # perplexity: token-weighted
+        nb, nv = base["nll"].to_numpy(float), var["nll"].to_numpy(float)
+        t_boot = tokens[idx].sum(axis=1)
+        b_boot = np.exp(nb[idx].sum(axis=1) / t_boot)
+        v_boot = np.exp(nv[idx].sum(axis=1) / t_boot)
+        base_value, value = math.exp(nb.sum() / tokens.sum()), math.exp(nv.sum() / tokens.sum())
+        loss_boot = np.exp((nv[idx].sum(axis=1) - nb[idx].sum(axis=1)) / t_boot) - 1
+        loss = math.exp((nv.sum() - nb.sum()) / tokens.sum()) - 1
+        lost = gained = flip_rate = flip_ci = None
+        diffs = (nv - nb) / tokens
+        p_value = float(sps.wilcoxon(diffs).pvalue) if n > 1 and np.any(diffs != 0) else 1.0
+        weights = tokens
+    kld = top1 = kld_ci = top1_ci = None
+    if var["kld"].notna().all():
+        kld_values = var["kld"].to_numpy(float)
+        top1_values = var["top1_agree"].to_numpy(float)
+        w_boot = weights[idx].sum(axis=1)
+        kld = float((kld_values * weights).sum() / weights.sum())
+        top1 = float((top1_values * weights).sum() / weights.sum())
+        kld_ci = _interval((kld_values * weights)[idx].sum(axis=1) / w_boot, level)
+        top1_ci = _interval((top1_values * weights)[idx].sum(axis=1) / w_boot, level)
+    return Comparison(
+        variant=variant, task=task, slice=slice_, metric=metric, n=n,
+        base_value=float(base_value), value=float(value), delta=float(value - base_value),
+        delta_ci=_interval(v_boot - b_boot, level), loss=float(loss), loss_ci=_interval(loss_boot, level),
+        lost=lost, gained=gained, flip_rate=flip_rate, flip_ci=flip_ci, kld=kld, kld_ci=kld_ci,
+        top1=top1, top1_ci=top1_ci, p_value=float(p_value), q_value=float(p_value), level=level,
+    )  # fmt: skip
+
+
+def compare(items: pd.DataFrame, metrics: dict[str, str], *, alpha: float = 0.05, n_boot: int = 2000,
+            seed: int = 0, min_items: int = 1) -> list[Comparison]:  # fmt: skip
+    """Every variant against the baseline on every task x slice with ``min_items`` items.
+
+    ``metrics`` maps task name to its metric. Deterministic for a given ``seed``.
+    """
+    rows = explode_slices(items)
+    base = rows[rows["variant"] == "baseline"].set_index(["task", "slice", "item_id"])
+    variants = [v for v in dict.fromkeys(rows["variant"]) if v != "baseline"]
+    out: list[Comparison] = []
+    for variant in variants:
+        groups = []
+        for (task, slice_), var in rows[rows["variant"] == variant].groupby(
+            ["task", "slice"], sort=False
+        ):
+            keys = [(task, slice_, i) for i in var["item_id"]]
+            present = base.index.isin(keys)
+            if present.sum() < min_items:
+                continue
+            var = var.set_index(["task", "slice", "item_id"])
+            shared = base.index[present].intersection(var.index)
+            groups.append((task, slice_, base.loc[shared], var.loc[shared]))
+        level = 1 - alpha / max(len(groups), 1)
+        for task, slice_, b, v in groups:
+            rng = np.random.default_rng([seed, zlib.crc32(f"{variant}|{task}|{slice_}".encode())])
+            out.append(compare_pair(b, v, metrics.get(task, "perplexity"), level, n_boot, rng,
+                                    variant=variant, task=task, slice_=slice_))  # fmt: skip
+    if out:
+        q_values = sps.false_discovery_control([c.p_value for c in out], method="bh")
+        out = [_with_q(c, float(q)) for c, q in zip(out, q_values, strict=True)]
+    return out
+
+
+def _with_q(comparison: Comparison, q: float) -> Comparison:
+    from dataclasses import replace
+
+    return replace(comparison, q_value=q)
+
+
+def comparisons_frame(comparisons: list[Comparison]) -> pd.DataFrame:
+    from dataclasses import asdict
+
+    return pd.DataFrame([asdict(c) for c in comparisons])
+
+
+def find_knee(
+    bits: list[int], losses: list[float], *, min_loss: float = 0.01, min_bend: float = 0.1
+) -> int | None:
+    """The bit width below which the loss per removed bit jumps (Kneedle).
+
+    x is the number of bits removed from the widest point (16), y the loss (negative
+    losses count as 0); both are scaled to [0, 1]. The knee is the point farthest below
+    the diagonal from the first point to the last: up to it the curve is flat relative
+    to its end, after it the loss takes off. No knee (``None``) when the curve never
+    loses ``min_loss``; the widest point (16) when the very first step already loses
+    ``min_loss`` and the curve bends by less than ``min_bend`` (no flat region at all).
+    """
+    order = sorted(range(len(bits)), key=lambda i: -bits[i])
+    b = np.array([bits[i] for i in order], dtype=float)
+    y = np.array([max(losses[i], 0.0) for i in order])
+    if len(b) < 3 or y.max() < min_loss or not np.all(np.isfinite(y)):
+        return None
+    x_scaled = (b[0] - b) / (b[0] - b[-1])
+    y_scaled = (y - y.min()) / (y.max() - y.min())
+    bend = x_scaled - y_scaled
+    k = int(np.argmax(bend))
+    if bend[k] < min_bend or k == len(b) - 1:
+        return int(b[0]) if y[1] >= min_loss else None
+    return int(b[k]) if y[k + 1 :].max() >= min_loss else None
+
+
+def knee_loss(comparison: Comparison) -> float:
+    """The loss on the knee's scale: relative accuracy drop, or log perplexity ratio."""
+    if comparison.metric in ACCURACY_METRICS:
+        return comparison.loss
+    return math.log1p(comparison.loss) if comparison.loss > -1 else -math.inf
+
+
+def knees(comparisons: list[Comparison], variants: dict[str, dict]) -> pd.DataFrame:
+    """The knee per method x task x slice, from the comparisons and each variant's bits."""
+    records = []
+    by_key: dict[tuple[str, str, str], list[tuple[int, float]]] = {}
+    for c in comparisons:
+        info = variants.get(c.variant, {})
+        key = (info.get("method", "?"), c.task, c.slice)
+        by_key.setdefault(key, []).append((int(info.get("bits", 16)), knee_loss(c)))
+    for (method, task, slice_), points in by_key.items():
+        points = [(16, 0.0), *sorted(points, reverse=True)]
+        knee = find_knee([p[0] for p in points], [p[1] for p in points])
+        records.append({"method": method, "task": task, "slice": slice_, "knee_bits": knee,
+                        "bits": [p[0] for p in points], "loss": [round(p[1], 6) for p in points]})  # fmt: skip
+    return pd.DataFrame(records, columns=["method", "task", "slice", "knee_bits", "bits", "loss"])

@@ -1,0 +1,101 @@
+"""Paired statistics and the knee, on synthetic tables with known effects."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats as sps
+
+from harness.stats import ALL_ITEMS, compare, explode_slices, find_knee, knees
+from tests.synthetic import METRICS, make_items, manifest
+
+
+def by_key(comparisons):
+    return {(c.variant, c.task, c.slice): c for c in comparisons}
+
+
+def test_flips_mcnemar_and_deltas_match_hand_counts():
+    items = make_items(0, {"v": {"noise": 0.1}})
+    comps = by_key(compare(items, METRICS, n_boot=500))
+    c = comps[("v", "mc_rare", "rare")]
+    base = items[(items.variant == "baseline") & (items.task == "mc_rare")].set_index("item_id")[
+        "correct"
+    ]
+    var = items[(items.variant == "v") & (items.task == "mc_rare")].set_index("item_id")["correct"]
+    lost, gained = int((base & ~var).sum()), int((~base & var).sum())
+    assert (c.lost, c.gained) == (lost, gained)
+    assert c.flip_rate == pytest.approx(lost / len(base))
+    assert c.delta == pytest.approx(var.mean() - base.mean())
+    assert c.p_value == pytest.approx(sps.binomtest(lost, lost + gained, 0.5).pvalue)
+    assert c.delta_ci[0] <= c.delta <= c.delta_ci[1]
+
+
+def test_perplexity_ratio_and_interval():
+    items = make_items(1, {"v": {"ppl_shift": 0.1}})
+    c = by_key(compare(items, METRICS, n_boot=500))[("v", "text", ALL_ITEMS)]
+    rows = items[items.task == "text"]
+    base, var = rows[rows.variant == "baseline"], rows[rows.variant == "v"]
+    assert c.base_value == pytest.approx(math.exp(base.nll.sum() / base.n_tokens.sum()))
+    assert c.loss == pytest.approx(
+        math.exp((var.nll.sum() - base.nll.sum()) / base.n_tokens.sum()) - 1
+    )
+    assert c.loss == pytest.approx(math.exp(0.1) - 1, abs=0.01)
+    assert c.loss_ci[0] < c.loss < c.loss_ci[1] and c.p_value < 1e-6
+
+
+def test_intervals_are_bonferroni_simultaneous_and_q_values_bh():
+    items = make_items(2, {"v": {"noise": 0.05}, "w": {"noise": 0.05}})
+    comps = compare(items, METRICS, alpha=0.05, n_boot=300)
+    per_variant = sum(c.variant == "v" for c in comps)
+    assert per_variant == 3 * 2 + 2  # mc tasks: all + own slice; text: all + general
+    assert all(c.level == pytest.approx(1 - 0.05 / per_variant) for c in comps)
+    expected = sps.false_discovery_control([c.p_value for c in comps], method="bh")
+    assert np.allclose([c.q_value for c in comps], expected)
+
+
+def test_comparisons_are_deterministic_for_a_seed():
+    items = make_items(3, {"v": {"noise": 0.05}})
+    assert compare(items, METRICS, n_boot=200, seed=7) == compare(
+        items, METRICS, n_boot=200, seed=7
+    )
+
+
+def test_explode_slices_adds_all():
+    frame = pd.DataFrame({"slices": [["a", "b"], []], "x": [1, 2]})
+    exploded = explode_slices(frame)
+    assert list(exploded["slice"]) == [ALL_ITEMS, "a", "b", ALL_ITEMS]
+
+
+@pytest.mark.parametrize(
+    "losses,knee",
+    [
+        ([0, 0.01, 0.02, 0.3, 0.9], 4),  # flat to 4 bits, then a cliff
+        ([0, 0.005, 0.01, 0.02, 0.8], 3),  # flat to 3 bits
+        ([0, 0.0, 0.4, 0.8, 1.0], 8),  # breaks right after 8 bits
+        ([0, 0.0015, 0.26, 1.49, 11.8], 4),  # log perplexity ratio of RTN on the default model
+        ([0, 0.5, 0.9, 0.95, 1.0], 16),  # the first step already hurts: no flat region
+        ([0, 0.001, 0.003, 0.002, 0.004], None),  # never loses anything: no knee
+    ],
+)
+def test_knee_finds_the_planted_knee(losses, knee):
+    assert find_knee([16, 8, 4, 3, 2], losses) == knee
+
+
+def test_knee_is_independent_of_point_order_and_scale():
+    assert find_knee([2, 16, 4, 8, 3], [0.9, 0, 0.02, 0.01, 0.3]) == 4
+    assert find_knee([16, 8, 4, 3, 2], [0, 1, 2, 30, 90]) == 4
+
+
+def test_knees_per_method_and_slice_on_synthetic_runs():
+    effects = {"w8": {"noise": 0.01}, "w4": {"noise": 0.02}, "w3": {"drop": {"arithmetic": 0.6}},
+               "w2": {"drop": {s: 0.9 for s in ("general", "arithmetic", "rare")}}}  # fmt: skip
+    sizes = {"w8": (8, 8.25, 500), "w4": (4, 4.25, 300), "w3": (3, 3.25, 250), "w2": (2, 2.25, 200)}
+    items = make_items(4, effects)
+    table = knees(compare(items, METRICS, n_boot=200), manifest(sizes)["variants"]).set_index(
+        ["task", "slice"]
+    )
+    assert table.loc[("mc_arithmetic", "arithmetic"), "knee_bits"] == 4
+    assert table.loc[("mc_general", "general"), "knee_bits"] == 3
