@@ -86,6 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     quant.add_argument("--group-size", type=_group_size, default=128,
                        help="weights per scale along the input dimension; 'channel' for one per row (default 128)")  # fmt: skip
     quant.add_argument("--symmetric", action="store_true", help="symmetric grid (no zero-point)")
+    quant.add_argument("--layer-bits", type=Path, default=None, metavar="FILE",
+                       help="mixed precision: JSON {layer pattern: bits}, e.g. the plan.json of qharness diagnose")  # fmt: skip
     evaluation = run.add_argument_group("evaluation")
     evaluation.add_argument(
         "--suite", type=Path, default=Path("tasks/default.yaml"), help="suite YAML file"
@@ -111,6 +113,37 @@ def build_parser() -> argparse.ArgumentParser:
                         help="replace a stored run whose model, suite, settings or code differ (default: refuse)")  # fmt: skip
     output.add_argument("--no-progress", action="store_true", help="no progress bar")
     _gate_options(run.add_argument_group("gate"))
+
+    diag = commands.add_parser("diagnose", help="explain the knee: outliers, rounding error, collapse, error growth",
+                               description="Measure why quantization hurts: weight outliers per layer, rounding "
+                               "error and collapse per layer and bit width, error growth through the layers, "
+                               "per-block sensitivity with a mixed-precision plan, and whether the base model "
+                               "already lies on a low-bit grid. Writes OUT/diagnostics.md, CSVs and plots.")  # fmt: skip
+    diag.add_argument("--model", default="default", help="as for run")
+    diag.add_argument("--revision", default=None)
+    diag.add_argument("--trust-remote-code", action="store_true")
+    diag.add_argument("--methods", default="rtn", help="comma-separated methods (default: rtn)")
+    diag.add_argument(
+        "--bits", type=_bits, default=[8, 4, 3, 2], help="bit widths (default: 8,4,3,2)"
+    )
+    diag.add_argument("--group-size", type=_group_size, default=128)
+    diag.add_argument("--symmetric", action="store_true")
+    diag.add_argument(
+        "--suite",
+        type=Path,
+        default=Path("tasks/default.yaml"),
+        help="probe inputs come from its items",
+    )
+    diag.add_argument("--probes", type=_positive, default=16, help="probe inputs (default 16)")
+    diag.add_argument(
+        "--probe-tokens", type=_positive, default=128, help="tokens per probe (default 128)"
+    )
+    diag.add_argument(
+        "--keep", type=_positive, default=3, help="blocks the plan keeps at 8 bits (default 3)"
+    )
+    diag.add_argument("--threads", type=_positive, default=default_threads())
+    diag.add_argument("--out", type=Path, default=Path("results/diagnostics"), help="output folder")
+    diag.set_defaults(layer_bits=None, dtype="float32")
 
     gate = commands.add_parser("gate", help="apply the gate policy to a stored run (no model needed)",
                                description="Compare every variant to the baseline item by item, apply "
@@ -150,17 +183,72 @@ def _variants(args) -> list:
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     if not methods:
         raise InputError("--methods: give at least one method")
+    options = {"group_size": args.group_size, "symmetric": args.symmetric}
+    if args.layer_bits is not None:
+        options["layer_bits"] = _read_layer_bits(args.layer_bits)
     variants, seen = [], set()
     for method in methods:
         for bits in args.bits:
-            config = make_config(
-                method, bits=bits, group_size=args.group_size, symmetric=args.symmetric
-            )
+            config = make_config(method, bits=bits, **options)
             name = config.variant_name
             if name not in seen:
                 seen.add(name)
                 variants.append(Variant(name, config))
     return variants
+
+
+def _read_layer_bits(path: Path) -> tuple[tuple[str, int], ...]:
+    import json
+
+    from harness.errors import InputError
+
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(f"--layer-bits: file not found: {path}") from None
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
+    if not isinstance(data, dict) or not all(isinstance(b, int) for b in data.values()):
+        raise InputError(f"{path}: expected a JSON object of layer pattern -> bits")
+    return tuple(data.items())
+
+
+def cmd_diagnose(args) -> int:
+    import torch
+
+    from harness.diagnostics import diagnose
+    from harness.models import load_model
+    from harness.records import ModelSpec
+    from harness.report.diagnostics import write_diagnostics
+    from harness.suites import load_items, load_suite
+
+    configs = [v.config for v in _variants(args)]
+    suite = load_suite(args.suite)
+    pools = []
+    for task in suite.tasks:
+        items = load_items(task)
+        field = task.text_field if task.kind == "perplexity" else None
+        pools.append([it[field] if field else task.prompt.format(**it) for it in items])
+    texts = [pool[i] for i in range(max(map(len, pools))) for pool in pools if i < len(pool)][
+        : args.probes
+    ]
+    torch.set_num_threads(args.threads)
+    model, tokenizer = load_model(
+        ModelSpec(args.model, args.revision, "float32", args.trust_remote_code)
+    )
+    result = diagnose(model, tokenizer, texts, configs, keep=args.keep, probe_tokens=args.probe_tokens,
+                      progress=lambda m: print(f"diagnose: {m}", file=sys.stderr))  # fmt: skip
+    paths = write_diagnostics(result, args.out)
+    bp = result["base_precision"]
+    if bp["flagged"]:
+        print(
+            f"warning: the base model's weights lie on a {bp['grid_bits']}-bit grid (a dequantized model)"
+        )
+    print(
+        f"suggested plan: keep {', '.join(result['plan']['layer_bits'])} at 8 bits -> {paths['plan']}"
+    )
+    print(f"wrote {paths['report']}")
+    return EXIT_OK
 
 
 def cmd_run(args, argv: list[str]) -> int:
@@ -231,6 +319,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_run(args, argv)
         if args.command == "gate":
             return cmd_gate(args)
+        if args.command == "diagnose":
+            return cmd_diagnose(args)
         return cmd_report(args)
     except InputError as exc:
         print(f"qharness: error: {exc}", file=sys.stderr)

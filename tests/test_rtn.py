@@ -14,7 +14,7 @@ from harness.methods.rtn import RTNConfig, fake_quantize
 
 
 def rel_error(w: torch.Tensor, q: torch.Tensor) -> float:
-    return float((w - q).norm() / w.norm())
+    return float((w - q).detach().norm() / w.detach().norm())
 
 
 @pytest.mark.parametrize("symmetric", [False, True])
@@ -129,3 +129,19 @@ def test_config_round_trips_through_json_dict():
     assert config_from_dict(config_to_dict(config)) == config
     assert config.variant_name == "rtn-w3g64-sym"
     assert RTNConfig(bits=4, group_size=None).variant_name == "rtn-w4"
+
+
+def test_layer_bit_map_keeps_chosen_layers_at_higher_precision(tiny_model):
+    model = copy.deepcopy(tiny_model)
+    keep = "model.layers.0.*"
+    config = RTNConfig(bits=2, group_size=32, layer_bits=((keep, 8),))
+    report = quantize_(model, config)
+    first = model.model.layers[0].mlp.up_proj.weight
+    second = model.model.layers[1].mlp.up_proj.weight
+    assert rel_error(tiny_model.model.layers[0].mlp.up_proj.weight, first) < 0.01
+    assert rel_error(tiny_model.model.layers[1].mlp.up_proj.weight, second) > 0.2
+    assert 2.0 < report.effective_bits < 8.0
+    assert config.variant_name == "rtn-w2g32-mp1"
+    assert config_from_dict(config_to_dict(config)) == config
+    with pytest.raises(InputError, match="supports bits 2-8, not 12"):
+        make_config("rtn", bits=4, layer_bits=(("x", 12),))

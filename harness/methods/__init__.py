@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import json
 import time
 from collections.abc import Callable
 
@@ -73,12 +74,15 @@ def make_config(method: str, **options) -> QuantConfig:
 
 def config_to_dict(config: QuantConfig) -> dict:
     """A JSON-ready dict that :func:`config_from_dict` turns back into the same config."""
-    data = dataclasses.asdict(config)
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in data.items()}
+    return json.loads(json.dumps(dataclasses.asdict(config)))  # tuples become lists
+
+
+def _tuples(value):
+    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
 
 
 def config_from_dict(data: dict) -> QuantConfig:
-    options = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+    options = {k: _tuples(v) for k, v in data.items()}
     return make_config(options.pop("method"), **options)
 
 

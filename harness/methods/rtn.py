@@ -8,6 +8,7 @@ are rounded to the nearest grid point and mapped back to float.
 
 from __future__ import annotations
 
+import fnmatch
 import math
 from dataclasses import dataclass, field
 
@@ -31,17 +32,28 @@ class RTNConfig(QuantConfig):
     ignore: tuple[str, ...] = ("lm_head",)
     scale_bits: int = 16  # storage of each group's scale (fp16)
     zero_bits: int = 16  # storage of each group's zero-point (fp16), asymmetric only
+    # mixed precision: (layer-name pattern, bits) pairs; the first match overrides ``bits``
+    layer_bits: tuple[tuple[str, int], ...] = ()
 
     def __post_init__(self) -> None:
-        if self.bits not in SUPPORTED_BITS:
-            raise ValueError(f"method 'rtn' supports bits 2-8, not {self.bits}")
+        for b in (self.bits, *(b for _, b in self.layer_bits)):
+            if b not in SUPPORTED_BITS:
+                raise ValueError(f"method 'rtn' supports bits 2-8, not {b}")
         if self.group_size is not None and self.group_size < 1:
             raise ValueError(f"method 'rtn': group_size must be positive, not {self.group_size}")
 
     @property
     def variant_name(self) -> str:
         group = f"g{self.group_size}" if self.group_size else ""
-        return f"rtn-w{self.bits}{group}" + ("-sym" if self.symmetric else "")
+        mixed = f"-mp{len(self.layer_bits)}" if self.layer_bits else ""
+        return f"rtn-w{self.bits}{group}" + ("-sym" if self.symmetric else "") + mixed
+
+    def bits_for(self, layer_name: str) -> int:
+        """The bit width of one layer: the first matching ``layer_bits`` pattern, else ``bits``."""
+        for pattern, bits in self.layer_bits:
+            if fnmatch.fnmatchcase(layer_name, pattern):
+                return bits
+        return self.bits
 
 
 def _fake_quantize_groups(groups: torch.Tensor, bits: int, symmetric: bool) -> torch.Tensor:
@@ -75,23 +87,22 @@ def fake_quantize(
     return torch.cat(parts, dim=1).to(weight.dtype)
 
 
-def storage_bits(shape: tuple[int, int], config: RTNConfig) -> int:
-    """Bits to store one quantized weight: codes plus per-group scale (and zero)."""
+def storage_bits(shape: tuple[int, int], config: RTNConfig, bits: int | None = None) -> int:
+    """Bits to store one quantized weight matrix: codes plus per-group scale (and zero)."""
     rows, cols = shape
     groups_per_row = 1 if config.group_size is None else math.ceil(cols / config.group_size)
     per_group = config.scale_bits + (0 if config.symmetric else config.zero_bits)
-    return config.bits * rows * cols + rows * groups_per_row * per_group
+    return (bits or config.bits) * rows * cols + rows * groups_per_row * per_group
 
 
 @register_method(RTNConfig)
 def quantize_rtn(model: nn.Module, config: RTNConfig, calib=None) -> QuantReport:
     layers = select_linears(model, config.ignore)
     total_bits = n_weights = 0
-    for _, layer in layers:
-        layer.weight.copy_(
-            fake_quantize(layer.weight, config.bits, config.group_size, config.symmetric)
-        )
-        total_bits += storage_bits(tuple(layer.weight.shape), config)
+    for name, layer in layers:
+        bits = config.bits_for(name)
+        layer.weight.copy_(fake_quantize(layer.weight, bits, config.group_size, config.symmetric))
+        total_bits += storage_bits(tuple(layer.weight.shape), config, bits)
         n_weights += layer.weight.numel()
     packed = math.ceil(total_bits / 8)
     rest = model_bytes_16bit(model, excluding={id(layer.weight) for _, layer in layers})
