@@ -60,7 +60,9 @@ def analyse(store: RunStore, *, policy_path: Path | None = None, require: str | 
     result = verdict(findings, variants, require)
 
     frame = comparisons_frame(comparisons)
-    frame.to_csv(store.root / "comparisons.csv", index=False, float_format="%.6g")
+    comparisons_frame(comparisons, split_intervals=True).to_csv(
+        store.root / "comparisons.csv", index=False, float_format="%.6g"
+    )
     write_json(store.root / "gate.json", gate_record(policy, result, knee_table))
     if junit is not None:
         write_junit(result, policy, junit)

@@ -213,6 +213,15 @@ def _read_layer_bits(path: Path) -> tuple[tuple[str, int], ...]:
     return tuple(data.items())
 
 
+def _stopwatch(prefix: str):
+    import time
+
+    start = time.perf_counter()
+    return lambda message: print(
+        f"{prefix} [{time.perf_counter() - start:6.1f}s] {message}", file=sys.stderr
+    )
+
+
 def cmd_diagnose(args) -> int:
     import torch
 
@@ -237,7 +246,7 @@ def cmd_diagnose(args) -> int:
         ModelSpec(args.model, args.revision, "float32", args.trust_remote_code)
     )
     result = diagnose(model, tokenizer, texts, configs, keep=args.keep, probe_tokens=args.probe_tokens,
-                      progress=lambda m: print(f"diagnose: {m}", file=sys.stderr))  # fmt: skip
+                      progress=_stopwatch("diagnose"))  # fmt: skip
     paths = write_diagnostics(result, args.out)
     bp = result["base_precision"]
     if bp["flagged"]:

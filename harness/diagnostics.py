@@ -14,7 +14,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from harness.methods import quantize_, select_linears
+from harness.methods import MasterCopy, quantize_, select_linears
 from harness.records import QuantConfig
 
 GRID_BLOCK = 32  # block length of the base-precision check (GGUF Q4_x/Q5_x/Q8_0 blocks)
@@ -77,10 +77,14 @@ def base_precision(model: nn.Module, ignore: tuple[str, ...] = ("lm_head",), blo
             "mean_distinct_per_block": float(counts.float().mean()), "aligned_methods": aligned}  # fmt: skip
 
 
-def collapse_share(base: torch.Tensor, quantized: torch.Tensor, block: int = GRID_BLOCK) -> float:
+def collapse_share(base: torch.Tensor, quantized: torch.Tensor, block: int = GRID_BLOCK,
+                   base_counts: torch.Tensor | None = None) -> float:  # fmt: skip
     """Share of the distinct values in each block that quantization merged with another:
-    ``1 - distinct(after) / distinct(before)``, averaged over blocks."""
-    before = _distinct_per_block(base.float(), block).float()
+    ``1 - distinct(after) / distinct(before)``, averaged over blocks (``base_counts``:
+    the base's distinct counts, when already known)."""
+    before = (
+        base_counts if base_counts is not None else _distinct_per_block(base.float(), block)
+    ).float()
     after = _distinct_per_block(quantized.float(), block).float()
     return float((1 - after / before).mean())
 
@@ -131,8 +135,11 @@ def separability(final: torch.Tensor, mask_counts: list[int]) -> dict[str, float
 
 
 @torch.no_grad()
-def layer_inputs(model: nn.Module, batch: dict, layers: list[tuple[str, nn.Linear]], rows: int = 256) -> dict[str, torch.Tensor]:  # fmt: skip
-    """The first ``rows`` non-padding input rows seen by each layer on the probe batch."""
+def layer_inputs(
+    model: nn.Module, batch: dict, layers: list[tuple[str, nn.Linear]], rows: int = 256
+):
+    """The first ``rows`` non-padding input rows seen by each layer on the probe batch,
+    and the hidden states of the same forward pass (see :func:`hidden_states`)."""
     keep = batch["attention_mask"].bool()
     captured: dict[str, torch.Tensor] = {}
 
@@ -144,17 +151,17 @@ def layer_inputs(model: nn.Module, batch: dict, layers: list[tuple[str, nn.Linea
 
     hooks = [layer.register_forward_pre_hook(capture(name)) for name, layer in layers]
     try:
-        model(**batch, use_cache=False)
+        out = model(**batch, use_cache=False, output_hidden_states=True)
     finally:
         for hook in hooks:
             hook.remove()
-    return captured
+    return captured, [h[keep].float() for h in out.hidden_states]
 
 
 # ------------------------------------------------------------------- variant-level runs
 @torch.no_grad()
 def rounding_error(base: dict[str, torch.Tensor], model: nn.Module, inputs: dict[str, torch.Tensor],
-                   ignore: tuple[str, ...] = ("lm_head",)) -> pd.DataFrame:  # fmt: skip
+                   ignore: tuple[str, ...] = ("lm_head",), base_counts: dict | None = None) -> pd.DataFrame:  # fmt: skip
     """Per layer of a quantized ``model`` against the ``base`` weights: relative Frobenius
     error, SQNR in dB, output error on the probe inputs, and collapse share."""
     rows = []
@@ -163,8 +170,9 @@ def rounding_error(base: dict[str, torch.Tensor], model: nn.Module, inputs: dict
         err = float((w - q).norm() / w.norm())
         x = inputs.get(name)
         out_err = float((x @ (w - q).T).norm() / (x @ w.T).norm()) if x is not None else math.nan
+        counts = base_counts.get(name) if base_counts else None
         rows.append({"layer": name, "rel_error": err, "sqnr_db": -20 * math.log10(max(err, 1e-12)),
-                     "output_rel_error": out_err, "collapse_share": collapse_share(w, q)})  # fmt: skip
+                     "output_rel_error": out_err, "collapse_share": collapse_share(w, q, base_counts=counts)})  # fmt: skip
     return pd.DataFrame(rows)
 
 
@@ -214,13 +222,11 @@ def block_prefixes(model: nn.Module) -> list[str]:
 
 
 def diagnose(model: nn.Module, tokenizer, texts: list[str], configs: list[QuantConfig], *, keep: int = 3,
-             probe_tokens: int = 128, progress=None) -> dict:  # fmt: skip
+             probe_tokens: int = 128, sensitivity_tokens: int = 48, progress=None) -> dict:  # fmt: skip
     """Run every diagnostic on the base ``model`` and the variants in ``configs``.
 
     Returns tables (DataFrames) and records; the model is left in its base state.
     """
-    from harness.runner import MasterCopy
-
     step = progress or (lambda message: None)
     master = MasterCopy(model)
     batch = probe_batch(tokenizer, texts, probe_tokens)
@@ -229,15 +235,17 @@ def diagnose(model: nn.Module, tokenizer, texts: list[str], configs: list[QuantC
     step("outliers and base precision")
     result = {"outliers": weight_outliers(model), "base_precision": base_precision(model)}
     base_weights = {name: layer.weight.detach().clone() for name, layer in layers}
-    inputs = layer_inputs(model, batch, layers)
-    base_states = hidden_states(model, batch)
+    base_counts = {
+        name: _distinct_per_block(w.float(), GRID_BLOCK) for name, w in base_weights.items()
+    }
+    inputs, base_states = layer_inputs(model, batch, layers)
     separation = [{"variant": "baseline", **separability(base_states[-1], counts)}]
     rounding, growth = [], []
     for config in configs:
         step(f"{config.variant_name}: rounding error, collapse, error growth")
         master.restore()
         quantize_(model, config)
-        table = rounding_error(base_weights, model, inputs)
+        table = rounding_error(base_weights, model, inputs, base_counts=base_counts)
         rounding.append(table.assign(variant=config.variant_name, bits=config.bits))
         states = hidden_states(model, batch)
         errors = error_growth(base_states, states)
@@ -248,11 +256,13 @@ def diagnose(model: nn.Module, tokenizer, texts: list[str], configs: list[QuantC
     master.restore()
     lowest = min(configs, key=lambda c: c.bits)
     step(f"sensitivity: one block at a time at {lowest.bits} bits")
-    sens = sensitivity(model, batch, lowest, master, block_prefixes(model))
+    short = {k: v[:, :sensitivity_tokens] for k, v in batch.items()}  # one forward per block
+    sens = sensitivity(model, short, lowest, master, block_prefixes(model))
     result.update(
         rounding=pd.concat(rounding, ignore_index=True), growth=pd.DataFrame(growth),
         separation=pd.DataFrame(separation), sensitivity=sens,
         plan={"bits": 8, "keep": keep, "layer_bits": suggest_plan(sens, keep), "measured_at_bits": lowest.bits},
-        probes={"texts": len(counts), "tokens": int(sum(counts))},
+        probes={"texts": len(counts), "tokens": int(sum(counts)),
+                "sensitivity_tokens": int(short["attention_mask"].sum())},  # fmt: skip
     )  # fmt: skip
     return result

@@ -17,9 +17,10 @@ from torch import nn
 from tqdm import tqdm
 
 import harness
+from harness.diagnostics import base_precision
 from harness.evaluate.scorer import Scorer
 from harness.evaluate.tasks import evaluate_task, perplexity, prepare
-from harness.methods import config_to_dict, model_bytes_16bit, quantize_
+from harness.methods import MasterCopy, config_to_dict, model_bytes_16bit, quantize_
 from harness.models import describe, load_model, prefix_token_id, weights_fingerprint
 from harness.records import RunSpec, Suite, Variant
 from harness.store import RunStore
@@ -28,27 +29,6 @@ from harness.suites import load_items, load_suite
 BASELINE = Variant("baseline")
 _SCORING_CODE = ("evaluate", "methods", "models.py", "suites.py")
 _LIBRARIES = ("torch", "transformers", "safetensors", "gguf", "numpy", "pandas", "lm_eval")
-
-
-class MasterCopy:
-    """A float copy of every Linear layer, so each variant starts from the base weights
-    without reloading the model. Layers a method replaced are put back too."""
-
-    def __init__(self, model: nn.Module) -> None:
-        self.model = model
-        self.layers = {name: m for name, m in model.named_modules() if isinstance(m, nn.Linear)}
-        self.tensors = {
-            name: {key: t.detach().clone() for key, t in m.named_parameters(recurse=False)}
-            for name, m in self.layers.items()
-        }
-
-    @torch.no_grad()
-    def restore(self) -> None:
-        for name, layer in self.layers.items():
-            if self.model.get_submodule(name) is not layer:
-                self.model.set_submodule(name, layer)
-            for key, tensor in layer.named_parameters(recurse=False):
-                tensor.copy_(self.tensors[name][key])
 
 
 def code_fingerprint() -> str:
@@ -100,6 +80,7 @@ def run(
     model, tokenizer = load_model(spec.model)
     load_seconds = time.perf_counter() - load_start
     model_hash = weights_fingerprint(model)
+    grid = base_precision(model)  # warn when the "float" base model is a dequantized one
     fingerprint = {
         "model": model_hash,
         "suite": suite_fingerprint(suite),
@@ -138,6 +119,7 @@ def run(
             "kld_topk": spec.kld_topk,
         },  # fmt: skip
         libraries=library_versions(),
+        base_precision=grid,
         platform={"machine": platform.machine(), "system": platform.system(), "cpus": _cpu_count()},
     )
 

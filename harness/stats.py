@@ -136,10 +136,18 @@ def _with_q(comparison: Comparison, q: float) -> Comparison:
     return replace(comparison, q_value=q)
 
 
-def comparisons_frame(comparisons: list[Comparison]) -> pd.DataFrame:
+def comparisons_frame(comparisons: list[Comparison], split_intervals: bool = False) -> pd.DataFrame:
+    """The comparisons as a table; ``split_intervals`` turns each ``(low, high)`` pair
+    into ``<name>_low`` and ``<name>_high`` columns (for CSV)."""
     from dataclasses import asdict
 
-    return pd.DataFrame([asdict(c) for c in comparisons])
+    frame = pd.DataFrame([asdict(c) for c in comparisons])
+    if split_intervals and not frame.empty:
+        for column in [c for c in frame.columns if c.endswith("_ci")]:
+            pairs = frame.pop(column).map(lambda v: v if isinstance(v, tuple) else (None, None))
+            frame[f"{column}_low"] = [p[0] for p in pairs]
+            frame[f"{column}_high"] = [p[1] for p in pairs]
+    return frame
 
 
 def find_knee(

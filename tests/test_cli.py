@@ -30,6 +30,9 @@ def run_cli(args: list[str], capsys) -> tuple[int, str]:
         (["run", "--limit", "0"], "expected a positive integer"),
         (["run", "--group-size", "-4"], "expected a positive integer"),
         (["report", "no/such/run"], "no qharness run at no/such/run"),
+        (["run", "--layer-bits", "no/plan.json"], "--layer-bits: file not found"),
+        (["gate", "no/such/run"], "no qharness run at no/such/run"),
+        (["diagnose", "--bits", "1"], "method 'rtn' supports bits 2-8, not 1"),
         (["frobnicate"], "invalid choice"),
     ],
 )

@@ -8,13 +8,13 @@ import math
 import pytest
 import torch
 
+from harness.diagnostics import base_precision
 from harness.evaluate.scorer import Scorer
 from harness.evaluate.tasks import evaluate_task, prepare
-from harness.methods import quantize_
+from harness.methods import MasterCopy, quantize_
 from harness.methods.rtn import RTNConfig
 from harness.models import default_model_dir, load_model, prefix_token_id
 from harness.records import ModelSpec
-from harness.runner import MasterCopy
 from harness.suites import load_items, load_suite
 from tests.conftest import REPO
 
@@ -87,3 +87,10 @@ def test_rtn_8bit_is_near_free_and_2bit_collapses(default_model, text_task):
     assert perplexity_of(model, tokenizer, text_task)[0] == pytest.approx(
         base, rel=1e-6
     )  # restored
+
+
+def test_base_precision_check_flags_the_default_model_as_dequantized_4bit(default_model):
+    model, _ = default_model
+    report = base_precision(model)
+    assert report["flagged"] and report["grid_bits"] == 4
+    assert report["share_at_most_2_to_b"][4] > 0.99 and report["share_at_most_2_to_b"][3] < 0.5

@@ -22,10 +22,9 @@ from harness.diagnostics import (
     suggest_plan,
     weight_outliers,
 )
-from harness.methods import quantize_
+from harness.methods import MasterCopy, quantize_
 from harness.methods.rtn import RTNConfig, fake_quantize
 from harness.report.diagnostics import write_diagnostics
-from harness.runner import MasterCopy
 from tests.conftest import make_model
 
 TEXTS = [

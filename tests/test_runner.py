@@ -12,9 +12,8 @@ import pandas as pd
 import pytest
 import torch
 
-from harness.methods import quantize_
+from harness.methods import MasterCopy, quantize_
 from harness.methods.rtn import RTNConfig
-from harness.runner import MasterCopy
 from tests.conftest import REPO
 
 # Runs the CLI in this process, but SIGKILLs the process at the n-th call of a store

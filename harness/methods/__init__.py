@@ -96,7 +96,7 @@ def select_linears(model: nn.Module, ignore: tuple[str, ...]) -> list[tuple[str,
     for name, module in model.named_modules():
         if not isinstance(module, nn.Linear):
             continue
-        if any(fnmatch.fnmatch(name, pat) or name.endswith(pat) for pat in ignore):
+        if any(pat and (fnmatch.fnmatchcase(name, pat) or name.endswith(pat)) for pat in ignore):
             continue
         if module.weight.data_ptr() == tied_ptr:
             continue
@@ -108,3 +108,24 @@ def model_bytes_16bit(model: nn.Module, excluding: set[int] = frozenset()) -> in
     """Bytes of the parameters not in ``excluding`` (by id) at 16 bits each; tied
     parameters count once."""
     return sum(2 * p.numel() for p in model.parameters() if id(p) not in excluding)
+
+
+class MasterCopy:
+    """A float copy of every Linear layer, so each variant starts from the base weights
+    without reloading the model. Layers a method replaced are put back too."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self.layers = {name: m for name, m in model.named_modules() if isinstance(m, nn.Linear)}
+        self.tensors = {
+            name: {key: t.detach().clone() for key, t in m.named_parameters(recurse=False)}
+            for name, m in self.layers.items()
+        }
+
+    @torch.no_grad()
+    def restore(self) -> None:
+        for name, layer in self.layers.items():
+            if self.model.get_submodule(name) is not layer:
+                self.model.set_submodule(name, layer)
+            for key, tensor in layer.named_parameters(recurse=False):
+                tensor.copy_(self.tensors[name][key])

@@ -24,6 +24,7 @@ def write_reports(
     With the analysis (comparisons, knees, verdict) the plot gets interval bands and
     knee marks, and the report opens with the verdict."""
     manifest = store.manifest()
+    manifest["_has_diagnostics"] = (store.root / "diagnostics" / "diagnostics.md").exists()
     summary = summarize(store.load_items(), manifest)
     paths = {
         "summary": store.root / "summary.csv",

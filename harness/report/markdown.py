@@ -24,6 +24,19 @@ def _size(num_bytes) -> str:
     return f"{num_bytes / 2**20:.1f} MiB"
 
 
+def render_base_precision(grid: dict | None) -> list[str]:
+    if not grid or not grid.get("flagged"):
+        return []
+    bits, block = grid["grid_bits"], grid["block"]
+    share = grid["share_at_most_2_to_b"].get(str(bits), grid["share_at_most_2_to_b"].get(bits, 0))
+    return [
+        f"> **Warning: the base model is already quantized.** {share:.0%} of its blocks of {block} weights "
+        f"hold at most {2**bits} distinct values: its float weights are a dequantized {bits}-bit model. "
+        f"Methods whose grids line up with it look unfairly good: {'; '.join(grid['aligned_methods'])}.",
+        "",
+    ]
+
+
 def render_verdict(verdict) -> list[str]:
     if verdict is None:
         return []
@@ -78,6 +91,7 @@ def render_markdown(
         "Scored in float32; the baseline is shown at 16 bits. Variants marked *simulated* were "
         "evaluated as quantize→dequantize float weights; sizes are what packed weights would take.",
         "",
+        *render_base_precision(manifest.get("base_precision")),
         *render_verdict(verdict),
         "## Results per task",
         "",
@@ -93,6 +107,9 @@ def render_markdown(
         )
     lines += ["", *render_knees(knees), "## Quality versus bits", ""]
     lines += [f"![{name}]({path})" for name, path in plots.items()]
+    if manifest.get("_has_diagnostics"):
+        lines += ["", "Why it breaks — outliers, rounding error, collapse, error growth, sensitivity: "
+                  "[diagnostics/diagnostics.md](diagnostics/diagnostics.md)"]  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
