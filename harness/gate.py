@@ -45,9 +45,15 @@ class Rule:
     slices: tuple[str, ...] = ("*",)
     tasks: tuple[str, ...] = ("*",)
 
+    field: ClassVar[str] = ""  # the Comparison attribute measured; its interval is ``<field>_ci``
+    metrics: ClassVar[tuple[str, ...] | None] = None  # task metrics the rule applies to (None: all)
+
     def measure(self, c: Comparison) -> tuple[float, tuple[float, float]] | None:
         """(observed, interval) for a comparison, or None if the rule does not apply."""
-        raise NotImplementedError
+        value = getattr(c, self.field)
+        if value is None or (self.metrics is not None and c.metric not in self.metrics):
+            return None
+        return value, getattr(c, f"{self.field}_ci")
 
     def matches(self, c: Comparison) -> bool:
         return any(fnmatch.fnmatchcase(c.slice, p) for p in self.slices) and any(
@@ -83,9 +89,8 @@ class MaxDrop(Rule):
 
     kind: ClassVar[str] = "max_drop"
     label: ClassVar[str] = "accuracy drop"
-
-    def measure(self, c):
-        return (c.loss, c.loss_ci) if c.metric in ACCURACY_METRICS else None
+    field: ClassVar[str] = "loss"
+    metrics: ClassVar[tuple[str, ...]] = ACCURACY_METRICS
 
 
 @register_rule
@@ -95,9 +100,8 @@ class MaxPerplexityIncrease(Rule):
 
     kind: ClassVar[str] = "max_ppl_increase"
     label: ClassVar[str] = "perplexity increase"
-
-    def measure(self, c):
-        return (c.loss, c.loss_ci) if c.metric == "perplexity" else None
+    field: ClassVar[str] = "loss"
+    metrics: ClassVar[tuple[str, ...]] = ("perplexity",)
 
 
 @register_rule
@@ -107,9 +111,7 @@ class MaxFlipRate(Rule):
 
     kind: ClassVar[str] = "max_flip_rate"
     label: ClassVar[str] = "flip rate (right→wrong)"
-
-    def measure(self, c):
-        return (c.flip_rate, c.flip_ci) if c.flip_rate is not None else None
+    field: ClassVar[str] = "flip_rate"
 
 
 @register_rule
@@ -120,9 +122,7 @@ class MaxKLD(Rule):
     kind: ClassVar[str] = "max_kld"
     label: ClassVar[str] = "mean KLD"
     percent: ClassVar[bool] = False
-
-    def measure(self, c):
-        return (c.kld, c.kld_ci) if c.kld is not None else None
+    field: ClassVar[str] = "kld"
 
 
 @register_rule
@@ -133,9 +133,7 @@ class MinTop1(Rule):
     kind: ClassVar[str] = "min_top1"
     direction: ClassVar[str] = "min"
     label: ClassVar[str] = "top-1 agreement"
-
-    def measure(self, c):
-        return (c.top1, c.top1_ci) if c.top1 is not None else None
+    field: ClassVar[str] = "top1"
 
 
 @dataclass(frozen=True)

@@ -159,7 +159,7 @@ class Comparison:
     lost: int | None  # baseline right, variant wrong (accuracy metrics)
     gained: int | None
     flip_rate: float | None  # lost / n
-    flip_ci: tuple[float, float] | None
+    flip_rate_ci: tuple[float, float] | None
     kld: float | None
     kld_ci: tuple[float, float] | None
     top1: float | None

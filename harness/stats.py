@@ -92,7 +92,7 @@ def compare_pair(base: pd.DataFrame, var: pd.DataFrame, metric: str, level: floa
         variant=variant, task=task, slice=slice_, metric=metric, n=n,
         base_value=float(base_value), value=float(value), delta=float(value - base_value),
         delta_ci=_interval(v_boot - b_boot, level), loss=float(loss), loss_ci=_interval(loss_boot, level),
-        lost=lost, gained=gained, flip_rate=flip_rate, flip_ci=flip_ci, kld=kld, kld_ci=kld_ci,
+        lost=lost, gained=gained, flip_rate=flip_rate, flip_rate_ci=flip_ci, kld=kld, kld_ci=kld_ci,
         top1=top1, top1_ci=top1_ci, p_value=float(p_value), q_value=float(p_value), level=level,
     )  # fmt: skip
 

@@ -37,7 +37,7 @@ def gate(items, variants, policy=None, require=None, n_boot=1000):
 def comparison(**overrides) -> Comparison:
     fields = dict(variant="v", task="t", slice="arithmetic", metric="acc", n=100, base_value=0.8, value=0.7,
                   delta=-0.1, delta_ci=(-0.2, 0.0), loss=0.125, loss_ci=(0.0, 0.25), lost=10, gained=0,
-                  flip_rate=0.1, flip_ci=(0.04, 0.16), kld=0.01, kld_ci=(0.0, 0.02), top1=0.95,
+                  flip_rate=0.1, flip_rate_ci=(0.04, 0.16), kld=0.01, kld_ci=(0.0, 0.02), top1=0.95,
                   top1_ci=(0.9, 0.99), p_value=0.01, q_value=0.02, level=0.99)  # fmt: skip
     return Comparison(**{**fields, **overrides})
 
