@@ -145,6 +145,15 @@ def build_parser() -> argparse.ArgumentParser:
     diag.add_argument("--out", type=Path, default=Path("results/diagnostics"), help="output folder")
     diag.set_defaults(layer_bits=None, dtype="float32")
 
+    suites = commands.add_parser(
+        "suites", help="check suite files", description="Check suite files."
+    )
+    suite_commands = suites.add_subparsers(dest="suites_command", metavar="ACTION", required=True)
+    validate = suite_commands.add_parser("validate", help="validate suite YAML files and their data",
+                                         description="Check each suite and every data file it names; print "
+                                         "one line per suite. Exit 2 at the first problem.")  # fmt: skip
+    validate.add_argument("paths", type=Path, nargs="+", metavar="PATH", help="suite YAML files")
+
     gate = commands.add_parser("gate", help="apply the gate policy to a stored run (no model needed)",
                                description="Compare every variant to the baseline item by item, apply "
                                "the gate policy, print the verdict and write gate.json. Exit 0 when "
@@ -294,6 +303,18 @@ def _gate(store, args) -> int:
     return EXIT_OK if result.passed else EXIT_GATE_FAILED
 
 
+def cmd_suites_validate(args) -> int:
+    from harness.suites import load_items, load_suite
+
+    for path in args.paths:
+        suite = load_suite(path)
+        n_items = sum(len(load_items(t)) for t in suite.tasks)
+        slices = sorted({s for t in suite.tasks for s in t.slices})
+        print(f"{path}: ok — suite {suite.name!r} v{suite.version}, {len(suite.tasks)} tasks, "
+              f"{n_items} items, slices: {', '.join(slices) or 'none'}")  # fmt: skip
+    return EXIT_OK
+
+
 def cmd_gate(args) -> int:
     from harness.store import RunStore
 
@@ -330,6 +351,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_gate(args)
         if args.command == "diagnose":
             return cmd_diagnose(args)
+        if args.command == "suites":
+            return cmd_suites_validate(args)
         return cmd_report(args)
     except InputError as exc:
         print(f"qharness: error: {exc}", file=sys.stderr)

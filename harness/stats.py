@@ -27,6 +27,38 @@ ALL_ITEMS = "all"
 ACCURACY_METRICS = ("acc", "acc_norm", "exact_match")
 
 
+FRAGILE = "fragile"
+FRAGILE_SHARE = 0.2
+
+
+def baseline_confidence(rows: pd.DataFrame) -> pd.Series:
+    """How sure the baseline was of each item: the margin of the gold choice over the best
+    wrong one (multiple choice), else the gold answer's mean log-probability per token."""
+    per_token = rows["gold_logprob"].astype(float) / rows["n_tokens"].clip(lower=1)
+    return rows["margin"].astype(float).fillna(per_token)
+
+
+def add_fragile(items: pd.DataFrame, share: float = FRAGILE_SHARE) -> pd.DataFrame:
+    """Label the baseline's least confident ``share`` of each task's items ``fragile``
+    (in every variant's rows, so the slice pairs up)."""
+    base = items[items["variant"] == "baseline"]
+    fragile = set()
+    for task, rows in base.groupby("task", sort=False):
+        if len(rows) < 1 / share:
+            continue
+        confidence = baseline_confidence(rows)
+        cut = max(1, int(round(share * len(rows))))
+        fragile |= {(task, i) for i in rows.loc[confidence.nsmallest(cut).index, "item_id"]}
+    if not fragile:
+        return items
+    keys = list(zip(items["task"], items["item_id"], strict=True))
+    slices = [
+        (*s, FRAGILE) if k in fragile and FRAGILE not in s else tuple(s)
+        for k, s in zip(keys, items["slices"], strict=True)
+    ]
+    return items.assign(slices=slices)
+
+
 def explode_slices(items: pd.DataFrame) -> pd.DataFrame:
     """One row per item and slice label, plus the ``all`` slice for every item."""
     labels = items["slices"].map(lambda s: [ALL_ITEMS, *[x for x in s if x != ALL_ITEMS]])
@@ -103,7 +135,7 @@ def compare(items: pd.DataFrame, metrics: dict[str, str], *, alpha: float = 0.05
 
     ``metrics`` maps task name to its metric. Deterministic for a given ``seed``.
     """
-    rows = explode_slices(items)
+    rows = explode_slices(add_fragile(items))
     base = rows[rows["variant"] == "baseline"].set_index(["task", "slice", "item_id"])
     variants = [v for v in dict.fromkeys(rows["variant"]) if v != "baseline"]
     out: list[Comparison] = []

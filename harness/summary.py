@@ -6,10 +6,12 @@ import math
 
 import pandas as pd
 
+from harness.stats import add_fragile, explode_slices
+
 HIGHER_IS_BETTER = {"perplexity": False, "acc": True, "acc_norm": True, "exact_match": True}
 
 SUMMARY_COLUMNS = [
-    "variant", "method", "bits", "effective_bits", "model_bytes", "task", "kind", "metric",
+    "variant", "method", "bits", "effective_bits", "model_bytes", "task", "slice", "kind", "metric",
     "n", "value", "baseline", "delta", "rel_delta", "kld", "top1_agree",
 ]  # fmt: skip
 
@@ -25,21 +27,24 @@ def task_value(rows: pd.DataFrame, metric: str) -> float:
 
 
 def summarize(items: pd.DataFrame, manifest: dict) -> pd.DataFrame:
-    """One row per variant x task, variants in manifest order, baseline first."""
+    """One row per variant x task x slice (``all`` first, then declared, item-level and
+    automatic slices), variants in manifest order, baseline first."""
     tasks = {t["name"]: t for t in manifest.get("suite", {}).get("tasks", [])}
     variants = manifest.get("variants", {})
     order = [v for v in variants if v in set(items["variant"])]
     baseline = {}
     out = []
+    exploded = explode_slices(add_fragile(items))
     for variant in order:
         info = variants[variant]
-        for task_name, rows in items[items["variant"] == variant].groupby("task", sort=False):
+        mine = exploded[exploded["variant"] == variant]
+        for (task_name, slice_), rows in mine.groupby(["task", "slice"], sort=False):
             task = tasks.get(task_name, {})
             metric = task.get("metric", "perplexity")
             value = task_value(rows, metric)
             if variant == "baseline":
-                baseline[task_name] = value
-            base = baseline.get(task_name, math.nan)
+                baseline[task_name, slice_] = value
+            base = baseline.get((task_name, slice_), math.nan)
             out.append(
                 {
                     "variant": variant,
@@ -48,6 +53,7 @@ def summarize(items: pd.DataFrame, manifest: dict) -> pd.DataFrame:
                     "effective_bits": info.get("effective_bits", 16.0),
                     "model_bytes": info.get("model_bytes"),
                     "task": task_name,
+                    "slice": slice_,
                     "kind": task.get("kind", ""),
                     "metric": metric,
                     "n": len(rows),

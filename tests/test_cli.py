@@ -72,7 +72,10 @@ def test_end_to_end_on_a_tiny_model(tiny_model_dir, tiny_suite, tmp_path, capsys
     variants = items[items["variant"] != "baseline"]
     assert variants["kld"].notna().all() and variants["top1_agree"].between(0, 1).all()
     summary = pd.read_csv(out / "summary.csv")
-    ppl = summary[summary["task"] == "text"].set_index("variant")["value"]
+    ppl = summary[(summary["task"] == "text") & (summary["slice"] == "all")].set_index("variant")[
+        "value"
+    ]
+    assert {"general", "ctx<=512"} <= set(summary["slice"])
     assert ppl["rtn-w2g32"] > ppl["rtn-w8g32"]
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["variants"]["rtn-w8g32"]["config"]["bits"] == 8

@@ -163,6 +163,17 @@ def test_fewshot_prompt_and_target_rendering(tiny_suite, tokenizer):
     assert tokenizer.decode(cont) == " 1"
 
 
+def test_every_item_gets_a_context_length_bucket(tiny_suite, tokenizer):
+    from harness.evaluate.tasks import length_bucket
+
+    assert [length_bucket(n) for n in (1, 512, 513, 1024, 2048, 2049)] == [
+        "ctx<=512", "ctx<=512", "ctx<=1k", "ctx<=1k", "ctx<=2k", "ctx>2k"]  # fmt: skip
+    for task in load_suite(tiny_suite).tasks:
+        items = prepare(task, load_items(task), tokenizer, 0, load_items(task), seed=0)
+        assert all(item.slices[-1] == "ctx<=512" for item in items)
+        assert all(set(task.slices) <= set(item.slices) for item in items)
+
+
 def test_encode_pair_moves_trailing_space_to_continuation(tokenizer):
     ctx, cont = encode_pair(tokenizer, "Answer: ", "yes", prefix=0)
     assert tokenizer.decode(ctx) == "Answer:" and tokenizer.decode(cont) == " yes"

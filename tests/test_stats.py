@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from harness.stats import ALL_ITEMS, compare, explode_slices, find_knee, knees
+from harness.stats import ALL_ITEMS, FRAGILE, add_fragile, compare, explode_slices, find_knee, knees
 from tests.synthetic import METRICS, make_items, manifest
 
 
@@ -50,7 +50,7 @@ def test_intervals_are_bonferroni_simultaneous_and_q_values_bh():
     items = make_items(2, {"v": {"noise": 0.05}, "w": {"noise": 0.05}})
     comps = compare(items, METRICS, alpha=0.05, n_boot=300)
     per_variant = sum(c.variant == "v" for c in comps)
-    assert per_variant == 3 * 2 + 2  # mc tasks: all + own slice; text: all + general
+    assert per_variant == 3 * 3 + 3  # each task: all + its slice + fragile
     assert all(c.level == pytest.approx(1 - 0.05 / per_variant) for c in comps)
     expected = sps.false_discovery_control([c.p_value for c in comps], method="bh")
     assert np.allclose([c.q_value for c in comps], expected)
@@ -99,3 +99,20 @@ def test_knees_per_method_and_slice_on_synthetic_runs():
     )
     assert table.loc[("mc_arithmetic", "arithmetic"), "knee_bits"] == 4
     assert table.loc[("mc_general", "general"), "knee_bits"] == 3
+
+
+def test_fragile_is_the_baselines_least_confident_fifth_in_every_variant():
+    rows = []
+    for variant in ("baseline", "v"):
+        for i in range(10):
+            rows.append({"variant": variant, "task": "mc", "item_id": str(i), "slices": ("x",),
+                         "margin": float(i) if variant == "baseline" else -float(i), "gold_logprob": -1.0, "n_tokens": 1})  # fmt: skip
+        for i in range(5):
+            rows.append({"variant": variant, "task": "gen", "item_id": str(i), "slices": (), "margin": None,
+                         "gold_logprob": -float(i), "n_tokens": 2})  # fmt: skip
+    labelled = add_fragile(pd.DataFrame(rows))
+    fragile = {(r.variant, r.task, r.item_id) for r in labelled.itertuples() if FRAGILE in r.slices}
+    expected = {(v, "mc", i) for v in ("baseline", "v") for i in ("0", "1")} | {
+        (v, "gen", "4") for v in ("baseline", "v")
+    }
+    assert fragile == expected

@@ -32,40 +32,40 @@ def _suite(tmp_path, body: str):
     return path
 
 
-@pytest.mark.parametrize(
-    "body,message",
-    [
-        ("name: x\ntasks: []\n", "'tasks' must be a non-empty list"),
-        ("name: x\ntaks: []\n", "unknown key 'taks'; did you mean 'tasks'"),
-        ("tasks: [{name: a, kind: perplexity, data: d.jsonl}]\n", "missing required key 'name'"),
-        ("name: x\ntasks: [{name: a, kind: perplexity}]\n", "missing required key 'data'"),
-        (
-            "name: x\ntasks: [{name: a, kind: perplexty, data: d.jsonl}]\n",
-            "did you mean 'perplexity'",
-        ),
-        (
-            "name: x\ntasks: [{name: a, kind: perplexity, data: nope.jsonl}]\n",
-            "data file not found",
-        ),
-        (
-            "name: x\ntasks: [{name: a, kind: generate, data: d.jsonl, promt: x}]\n",
-            "unknown key 'promt'; did you mean 'prompt'",
-        ),
-        (
-            "name: x\ntasks: [{name: a, kind: generate, data: d.jsonl, fewshot: many}]\n",
-            "'fewshot' must be a non-negative integer",
-        ),
-        (
-            "name: x\ntasks: [{name: a, kind: perplexity, data: d.jsonl}, {name: a, kind: perplexity, data: d.jsonl}]\n",
-            "duplicate task name",
-        ),
-        (
-            "name: x\ntasks: [{name: a, kind: generate, data: d.jsonl, prompt: '{question}'}]\n",
-            "names missing field 'question'",
-        ),
-        ("name: [unclosed\n", "not valid YAML"),
-    ],
-)
+BAD_SUITES = [
+    ("name: x\ntasks: []\n", "'tasks' must be a non-empty list"),
+    ("name: x\ntaks: []\n", "unknown key 'taks'; did you mean 'tasks'"),
+    ("tasks: [{name: a, kind: perplexity, data: d.jsonl}]\n", "missing required key 'name'"),
+    ("name: x\ntasks: [{name: a, kind: perplexity}]\n", "missing required key 'data'"),
+    (
+        "name: x\ntasks: [{name: a, kind: perplexty, data: d.jsonl}]\n",
+        "did you mean 'perplexity'",
+    ),
+    (
+        "name: x\ntasks: [{name: a, kind: perplexity, data: nope.jsonl}]\n",
+        "data file not found",
+    ),
+    (
+        "name: x\ntasks: [{name: a, kind: generate, data: d.jsonl, promt: x}]\n",
+        "unknown key 'promt'; did you mean 'prompt'",
+    ),
+    (
+        "name: x\ntasks: [{name: a, kind: generate, data: d.jsonl, fewshot: many}]\n",
+        "'fewshot' must be a non-negative integer",
+    ),
+    (
+        "name: x\ntasks: [{name: a, kind: perplexity, data: d.jsonl}, {name: a, kind: perplexity, data: d.jsonl}]\n",
+        "duplicate task name",
+    ),
+    (
+        "name: x\ntasks: [{name: a, kind: generate, data: d.jsonl, prompt: '{question}'}]\n",
+        "names missing field 'question'",
+    ),
+    ("name: [unclosed\n", "not valid YAML"),
+]
+
+
+@pytest.mark.parametrize("body,message", BAD_SUITES)
 def test_bad_suites_name_the_file_and_problem(tmp_path, body, message):
     write_jsonl(tmp_path / "d.jsonl", [{"id": "1", "text": "hello", "a": 1, "answer": "2"}])
     path = _suite(tmp_path, body)
@@ -121,3 +121,21 @@ def test_gate_block_is_validated_with_the_suite(tmp_path):
         match=r"s\.yaml: gate rule 1: unknown rule kind 'max_kdl'; did you mean 'max_kld'",
     ):
         load_suite(bad)
+
+
+@pytest.mark.parametrize("body,message", BAD_SUITES)
+def test_suites_validate_command_exits_2_with_one_line(tmp_path, capsys, body, message):
+    from harness.cli import EXIT_USAGE, main
+
+    write_jsonl(tmp_path / "d.jsonl", [{"id": "1", "text": "hello", "a": 1, "answer": "2"}])
+    assert main(["suites", "validate", str(_suite(tmp_path, body))]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert message in err.replace("\\", "") or __import__("re").search(message, err)
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_suites_validate_command_accepts_the_default_suite(capsys):
+    from harness.cli import EXIT_OK, main
+
+    assert main(["suites", "validate", str(REPO / "tasks" / "default.yaml")]) == EXIT_OK
+    assert "ok" in capsys.readouterr().out

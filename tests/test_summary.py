@@ -17,11 +17,11 @@ def test_summary_values_and_deltas():
         ("v", (3.0, 6.0), (1, 0, 0, 0), 0.5),
     ]:
         for i, nll in enumerate(nlls):
-            rows.append({"variant": variant, "task": "ppl", "item_id": str(i), "nll": nll, "n_tokens": 1 + i * 3,
+            rows.append({"variant": variant, "task": "ppl", "slices": ["general"], "margin": None, "gold_logprob": -nll, "item_id": str(i), "nll": nll, "n_tokens": 1 + i * 3,
                          "correct": None, "correct_norm": None, "kld": None if kld is None else kld * (i + 1),
                          "top1_agree": None if kld is None else 0.5})  # fmt: skip
         for i, c in enumerate(correct):
-            rows.append({"variant": variant, "task": "acc", "item_id": str(i), "nll": 1.0, "n_tokens": 1,
+            rows.append({"variant": variant, "task": "acc", "slices": ["x"] if i < 2 else [], "margin": None, "gold_logprob": -1.0, "item_id": str(i), "nll": 1.0, "n_tokens": 1,
                          "correct": bool(c), "correct_norm": bool(c), "kld": kld, "top1_agree": None if kld is None else 1.0})  # fmt: skip
     manifest = {
         "suite": {"tasks": [{"name": "ppl", "kind": "perplexity", "metric": "perplexity"},
@@ -29,7 +29,14 @@ def test_summary_values_and_deltas():
         "variants": {"baseline": {"method": "none", "bits": 16, "effective_bits": 16.0},
                      "v": {"method": "rtn", "bits": 4, "effective_bits": 4.25}},
     }  # fmt: skip
-    summary = summarize(pd.DataFrame(rows), manifest).set_index(["variant", "task"])
+    full = summarize(pd.DataFrame(rows), manifest)
+    summary = full[full["slice"] == "all"].set_index(["variant", "task"])
+    sliced = full.set_index(["variant", "task", "slice"])
+    assert (
+        sliced.loc[("v", "acc", "x"), "value"] == 0.5
+        and sliced.loc[("baseline", "acc", "x"), "n"] == 2
+    )
+    assert sliced.loc[("v", "ppl", "general"), "value"] == pytest.approx(math.exp(9.0 / 5))
     assert summary.loc[("baseline", "ppl"), "value"] == pytest.approx(
         math.exp(6.0 / 5)
     )  # token-weighted

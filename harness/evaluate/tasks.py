@@ -24,6 +24,9 @@ import torch
 from harness.evaluate.scorer import Scored, Scorer, TopK
 from harness.records import ItemResult, Task
 
+LENGTH_BUCKETS = ((512, "ctx<=512"), (1024, "ctx<=1k"), (2048, "ctx<=2k"))
+LONGEST_BUCKET = "ctx>2k"
+
 
 @dataclass
 class PreparedItem:
@@ -88,41 +91,51 @@ def _render_example(task: Task, example: dict) -> str:
 def prepare(
     task: Task, items: list[dict], tokenizer, prefix: int, pool: list[dict], seed: int
 ) -> list[PreparedItem]:
-    """Render and tokenize ``items`` for ``task``."""
-    prepared = []
-    for item in items:
-        slices = tuple(dict.fromkeys(task.slices + tuple(item.get("slices", ()))))
-        if task.kind == "perplexity":
-            tokens = tokenizer(item[task.text_field], add_special_tokens=False)["input_ids"]
-            stride = task.stride or max(1, task.window // 2)
-            requests = rolling_requests(tokens, prefix, task.window, stride)
-            prepared.append(PreparedItem(item["id"], slices, requests, target=""))
-            continue
-        context = _fewshot_block(task, item, pool, seed) + task.prompt.format(**item)
-        if task.kind == "multiple_choice":
-            choices = [str(c) for c in item[task.choices_field]]
-            requests = [
-                encode_pair(tokenizer, context, task.target_delimiter + c, prefix) for c in choices
-            ]
-            gold = item[task.answer_field]
-            prepared.append(
-                PreparedItem(
-                    item["id"],
-                    slices,
-                    requests,
-                    target=choices[gold],
-                    gold=gold,
-                    choice_lengths=[len(c) for c in choices],
-                )  # fmt: skip
-            )
-        else:
-            target = task.target.format(**item)
-            request = encode_pair(tokenizer, context, task.target_delimiter + target, prefix)
-            prompt_ids = tokenizer(context, add_special_tokens=False)["input_ids"] or [prefix]
-            prepared.append(
-                PreparedItem(item["id"], slices, [request], target=target, prompt_ids=prompt_ids)
-            )
+    """Render and tokenize ``items`` for ``task``; each item's slices are the task's, its
+    own, and its context-length bucket (see :func:`length_bucket`)."""
+    prepared = [_prepare_one(task, item, tokenizer, prefix, pool, seed) for item in items]
+    for item in prepared:
+        ctx, cont = item.requests[item.gold]
+        length = (
+            sum(len(c) for _, c in item.requests)
+            if task.kind == "perplexity"
+            else len(ctx) + len(cont)
+        )
+        item.slices = (*item.slices, length_bucket(length))
     return prepared
+
+
+def length_bucket(tokens: int) -> str:
+    """The automatic context-length slice of an item with ``tokens`` input tokens."""
+    for limit, name in LENGTH_BUCKETS:
+        if tokens <= limit:
+            return name
+    return LONGEST_BUCKET
+
+
+def _prepare_one(
+    task: Task, item: dict, tokenizer, prefix: int, pool: list[dict], seed: int
+) -> PreparedItem:
+    """One item rendered and tokenized (slices: the task's and the item's own)."""
+    slices = tuple(dict.fromkeys(task.slices + tuple(item.get("slices", ()))))
+    if task.kind == "perplexity":
+        tokens = tokenizer(item[task.text_field], add_special_tokens=False)["input_ids"]
+        stride = task.stride or max(1, task.window // 2)
+        requests = rolling_requests(tokens, prefix, task.window, stride)
+        return PreparedItem(item["id"], slices, requests, target="")
+    context = _fewshot_block(task, item, pool, seed) + task.prompt.format(**item)
+    if task.kind == "multiple_choice":
+        choices = [str(c) for c in item[task.choices_field]]
+        requests = [
+            encode_pair(tokenizer, context, task.target_delimiter + c, prefix) for c in choices
+        ]
+        gold = item[task.answer_field]
+        return PreparedItem(item["id"], slices, requests, target=choices[gold], gold=gold,
+                            choice_lengths=[len(c) for c in choices])  # fmt: skip
+    target = task.target.format(**item)
+    request = encode_pair(tokenizer, context, task.target_delimiter + target, prefix)
+    prompt_ids = tokenizer(context, add_special_tokens=False)["input_ids"] or [prefix]
+    return PreparedItem(item["id"], slices, [request], target=target, prompt_ids=prompt_ids)
 
 
 def scored_positions(task: Task, item: PreparedItem) -> list[int]:

@@ -32,7 +32,9 @@ def write_reports(
         "report": store.root / "report.md",
     }
     summary.to_csv(paths["summary"], index=False, float_format="%.6g")
-    plot_knee(summary, paths["knee"], comparisons=comparisons, knees=knees)
+    plot_knee(
+        summary[summary["slice"] == "all"], paths["knee"], comparisons=comparisons, knees=knees
+    )
     write_markdown(
         summary,
         manifest,

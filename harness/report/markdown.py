@@ -66,6 +66,25 @@ def render_verdict(verdict) -> list[str]:
     return lines + [""]
 
 
+def render_slices(summary: pd.DataFrame) -> list[str]:
+    """Per task, the metric of every variant on every slice (declared and automatic)."""
+    sliced = summary[summary["slice"] != "all"]
+    if sliced.empty:
+        return []
+    variants = list(dict.fromkeys(summary["variant"]))
+    lines = ["## Results per slice", ""]
+    for task, rows in sliced.groupby("task", sort=False):
+        table = rows.pivot_table(index="slice", columns="variant", values="value", sort=False)
+        counts = rows[rows["variant"] == "baseline"].set_index("slice")["n"]
+        lines += [f"**{task}** ({rows['metric'].iloc[0]})", "",
+                  "| slice | n | " + " | ".join(variants) + " |", "|---|---|" + "---|" * len(variants)]  # fmt: skip
+        for slice_, values in table.iterrows():
+            cells = " | ".join(_fmt(float(values.get(v, float("nan")))) for v in variants)
+            lines.append(f"| {slice_} | {counts.get(slice_, '–')} | {cells} |")
+        lines.append("")
+    return lines
+
+
 def render_knees(knees) -> list[str]:
     if knees is None or knees.empty:
         return []
@@ -98,14 +117,14 @@ def render_markdown(
         "| variant | bits/weight | size | task | metric | n | value | Δ vs baseline | mean KLD | top-1 agree |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for row in summary.itertuples(index=False):
+    for row in summary[summary["slice"] == "all"].itertuples(index=False):
         delta = "" if row.variant == "baseline" else f"{row.delta:+.4g} ({row.rel_delta:+.1%})"
         lines.append(
             f"| {row.variant} | {_fmt(float(row.effective_bits), 3)} | {_size(row.model_bytes)} | {row.task} "
             f"| {row.metric} | {row.n} | {_fmt(float(row.value))} | {delta} "
             f"| {_fmt(float(row.kld), 3)} | {_fmt(float(row.top1_agree), 3)} |"
         )
-    lines += ["", *render_knees(knees), "## Quality versus bits", ""]
+    lines += ["", *render_slices(summary), *render_knees(knees), "## Quality versus bits", ""]
     lines += [f"![{name}]({path})" for name, path in plots.items()]
     if manifest.get("_has_diagnostics"):
         lines += ["", "Why it breaks — outliers, rounding error, collapse, error growth, sensitivity: "
