@@ -244,6 +244,8 @@ def cmd_diagnose(args) -> int:
     suite = load_suite(args.suite)
     pools = []
     for task in suite.tasks:
+        if task.kind == "lm_eval":
+            continue
         items = load_items(task)
         field = task.text_field if task.kind == "perplexity" else None
         pools.append([it[field] if field else task.prompt.format(**it) for it in items])
@@ -308,7 +310,7 @@ def cmd_suites_validate(args) -> int:
 
     for path in args.paths:
         suite = load_suite(path)
-        n_items = sum(len(load_items(t)) for t in suite.tasks)
+        n_items = sum(len(load_items(t)) for t in suite.tasks if t.kind != "lm_eval")
         slices = sorted({s for t in suite.tasks for s in t.slices})
         print(f"{path}: ok — suite {suite.name!r} v{suite.version}, {len(suite.tasks)} tasks, "
               f"{n_items} items, slices: {', '.join(slices) or 'none'}")  # fmt: skip

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-TaskKind = Literal["perplexity", "multiple_choice", "generate"]
-TASK_KINDS: tuple[str, ...] = ("perplexity", "multiple_choice", "generate")
+TaskKind = Literal["perplexity", "multiple_choice", "generate", "lm_eval"]
+TASK_KINDS: tuple[str, ...] = ("perplexity", "multiple_choice", "generate", "lm_eval")
 BUILTIN_SLICES: tuple[str, ...] = ("arithmetic", "rare", "long_context", "general")
 
 
@@ -63,11 +63,12 @@ class QuantReport:
 
 @dataclass(frozen=True)
 class Task:
-    """One evaluation task of a suite. ``data`` is an absolute JSONL path."""
+    """One evaluation task of a suite. ``data`` is an absolute JSONL path (``None`` for
+    ``lm_eval`` tasks, whose data lm-eval loads)."""
 
     name: str
     kind: str
-    data: Path
+    data: Path | None
     slices: tuple[str, ...] = ()
     prompt: str = "{context}"  # str.format template over item fields
     target: str = "{answer}"  # gold continuation template (generate)
@@ -84,6 +85,7 @@ class Task:
     stride: int = 0  # perplexity: new tokens per window after the first (0: window // 2)
     fewshot_data: Path | None = None  # pool of few-shot examples (default: the other items)
     metric: str = ""  # filled from the kind when empty
+    lm_eval: str = ""  # lm_eval kind: an lm-eval task name, or the absolute path of its YAML file
 
 
 @dataclass(frozen=True)

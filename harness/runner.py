@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 import harness
 from harness.diagnostics import base_precision
+from harness.evaluate.lm_eval_adapter import run_samples, to_rows
 from harness.evaluate.scorer import Scorer
 from harness.evaluate.tasks import evaluate_task, perplexity, prepare
 from harness.methods import MasterCopy, config_to_dict, model_bytes_16bit, quantize_
@@ -46,7 +47,8 @@ def code_fingerprint() -> str:
 def suite_fingerprint(suite: Suite) -> str:
     digest = hashlib.sha256(Path(suite.path).read_bytes())
     for task in suite.tasks:
-        for path in filter(None, (task.data, task.fewshot_data)):
+        lm_eval_file = task.lm_eval if task.lm_eval.endswith((".yaml", ".yml")) else None
+        for path in filter(None, (task.data, task.fewshot_data, lm_eval_file)):
             digest.update(Path(path).read_bytes())
     return digest.hexdigest()[:16]
 
@@ -72,7 +74,7 @@ def run(
     :func:`harness.analysis.analyse`)."""
     started = time.perf_counter()
     suite = load_suite(spec.suite_path)
-    task_items = {task.name: load_items(task) for task in suite.tasks}
+    task_items = {task.name: load_items(task) for task in suite.tasks if task.kind != "lm_eval"}
     torch.set_num_threads(spec.threads)
     torch.manual_seed(spec.seed)
 
@@ -126,6 +128,8 @@ def run(
     prefix = prefix_token_id(tokenizer)
     prepared = {}
     for task in suite.tasks:
+        if task.kind == "lm_eval":
+            continue  # lm-eval renders and loads its own documents
         items = task_items[task.name]
         pool = load_items(_with_data(task, task.fewshot_data)) if task.fewshot_data else items
         chosen = items[: spec.limit] if spec.limit else items
@@ -139,10 +143,12 @@ def run(
     store.update_manifest(variants={BASELINE.name: _baseline_record(model)})
 
     def units(task) -> int:
+        if task.kind == "lm_eval":
+            return 0
         n = sum(len(item.requests) for item in prepared[task.name])
         return n + (len(prepared[task.name]) if task.kind == "generate" else 0)
 
-    pending = {v.name: [t for t in suite.tasks if not _done(store, v, t.name)] for v in variants}
+    pending = {v.name: [t for t in suite.tasks if not _done(store, v, t)] for v in variants}
     total = sum(units(t) for v in variants for t in pending[v.name])
     bar = tqdm(
         total=total, unit="req", disable=not progress or None, dynamic_ncols=True, file=sys.stderr
@@ -163,9 +169,14 @@ def run(
             if not variant.is_baseline:
                 reference = references.get(task.name) or store.load_reference(task.name)
             task_start = time.perf_counter()
-            rows, topks = evaluate_task(task, prepared[task.name], scorer, tokenizer, variant.name,
-                                        reference, on_progress=bar.update)  # fmt: skip
-            if variant.is_baseline:
+            if task.kind == "lm_eval":
+                samples = run_samples(task, model, tokenizer, limit=spec.limit, batch_size=spec.batch_size,
+                                      max_length=min(max_length, 4096), seed=spec.seed)  # fmt: skip
+                rows, topks = to_rows(task, samples, variant.name), None
+            else:
+                rows, topks = evaluate_task(task, prepared[task.name], scorer, tokenizer, variant.name,
+                                            reference, on_progress=bar.update)  # fmt: skip
+            if variant.is_baseline and topks is not None:
                 references[task.name] = topks
                 store.save_reference(task.name, topks)
             store.append(variant.name, task.name, rows)
@@ -183,10 +194,11 @@ def run(
     return store
 
 
-def _done(store: RunStore, variant: Variant, task: str) -> bool:
-    if not store.has(variant.name, task):
+def _done(store: RunStore, variant: Variant, task) -> bool:
+    if not store.has(variant.name, task.name):
         return False
-    return not variant.is_baseline or store.load_reference(task) is not None
+    needs_reference = variant.is_baseline and task.kind != "lm_eval"
+    return not needs_reference or store.load_reference(task.name) is not None
 
 
 def _headline(task, rows) -> str:
@@ -203,7 +215,7 @@ def _baseline_record(model: nn.Module) -> dict:
 
 def _task_record(task) -> dict:
     record = {k: v for k, v in asdict(task).items() if k not in ("data", "fewshot_data")}
-    record["data"] = str(task.data)
+    record["data"] = str(task.data) if task.data else None
     return record
 
 

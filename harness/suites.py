@@ -17,7 +17,12 @@ from harness.errors import InputError
 from harness.records import TASK_KINDS, Suite, Task
 from harness.registry import did_you_mean
 
-DEFAULT_METRIC = {"perplexity": "perplexity", "multiple_choice": "acc", "generate": "exact_match"}
+DEFAULT_METRIC = {
+    "perplexity": "perplexity",
+    "multiple_choice": "acc",
+    "generate": "exact_match",
+    "lm_eval": "acc",
+}
 _SUITE_KEYS = {"name", "version", "tasks", "description", "gate"}
 _TASK_FIELDS = {f.name: f for f in dataclasses.fields(Task)}
 
@@ -49,7 +54,8 @@ def load_suite(path: str | Path) -> Suite:
     if duplicated:
         raise InputError(f"{path}: duplicate task name(s): {', '.join(duplicated)}")
     for task in tasks:
-        load_items(task)  # validates the data up front, before any model is loaded
+        if task.kind != "lm_eval":
+            load_items(task)  # validates the data up front, before any model is loaded
     if raw.get("gate") is not None:
         from harness.gate import parse_policy
 
@@ -77,7 +83,10 @@ def _parse_task(entry: object, index: int, path: Path) -> Task:
     if "name" in entry:
         where = f"{path}: task {entry['name']!r}"
     _check_keys(entry, set(_TASK_FIELDS), where)
-    for key in ("name", "kind", "data"):
+    required = (
+        ("name", "kind", "lm_eval") if entry.get("kind") == "lm_eval" else ("name", "kind", "data")
+    )
+    for key in required:
         if key not in entry:
             raise InputError(f"{where}: missing required key {key!r}")
     if entry["kind"] not in TASK_KINDS:
@@ -102,10 +111,21 @@ def _parse_task(entry: object, index: int, path: Path) -> Task:
             raise InputError(
                 f"{where}: {key!r} must be a non-negative integer, not {values[key]!r}"
             )
-    data = (path.parent / str(values["data"])).resolve()
-    if not data.is_file():
-        raise InputError(f"{where}: data file not found: {data}")
-    values["data"] = data
+    if values["kind"] == "lm_eval":
+        ref = str(values["lm_eval"])
+        if ref.endswith((".yaml", ".yml")):
+            local = (path.parent / ref).resolve()
+            if not local.is_file():
+                raise InputError(f"{where}: lm-eval task file not found: {local}")
+            ref = str(local)
+        values["lm_eval"] = ref
+        values.setdefault("metric", "acc")
+        values["data"] = None
+    else:
+        data = (path.parent / str(values["data"])).resolve()
+        if not data.is_file():
+            raise InputError(f"{where}: data file not found: {data}")
+        values["data"] = data
     if values.get("fewshot_data") is not None:
         pool = (path.parent / str(values["fewshot_data"])).resolve()
         if not pool.is_file():

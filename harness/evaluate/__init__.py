@@ -1,0 +1,1 @@
+"""Evaluation: the native scoring engine (``scorer``, ``tasks``) and the lm-eval adapter."""
