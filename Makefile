@@ -28,8 +28,8 @@ test: install
 	$(PY) -m pytest -q
 
 lint: install
-	$(VENV)/bin/ruff check harness tests tasks
-	$(VENV)/bin/ruff format --check harness tests tasks
+	$(VENV)/bin/ruff check harness tests tasks bench
+	$(VENV)/bin/ruff format --check harness tests tasks bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

@@ -75,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument(
         "--trust-remote-code", action="store_true", help="allow the model's own Python code"
     )
+    model.add_argument("--device", default="auto",
+                       help="cpu, cuda, cuda:N or auto (default: CUDA when available)")  # fmt: skip
     quant = run.add_argument_group("quantization")
     quant.add_argument("--methods", default="rtn", help="comma-separated methods (default: rtn)")
     quant.add_argument(
@@ -122,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     diag.add_argument("--model", default="default", help="as for run")
     diag.add_argument("--revision", default=None)
     diag.add_argument("--trust-remote-code", action="store_true")
+    diag.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
     diag.add_argument("--methods", default="rtn", help="comma-separated methods (default: rtn)")
     diag.add_argument(
         "--bits", type=_bits, default=[8, 4, 3, 2], help="bit widths (default: 8,4,3,2)"
@@ -235,12 +238,13 @@ def cmd_diagnose(args) -> int:
     import torch
 
     from harness.diagnostics import diagnose
-    from harness.models import load_model
+    from harness.models import load_model, resolve_device
     from harness.records import ModelSpec
     from harness.report.diagnostics import write_diagnostics
     from harness.suites import load_items, load_suite
 
     configs = [v.config for v in _variants(args)]
+    resolve_device(args.device)
     suite = load_suite(args.suite)
     pools = []
     for task in suite.tasks:
@@ -254,7 +258,7 @@ def cmd_diagnose(args) -> int:
     ]
     torch.set_num_threads(args.threads)
     model, tokenizer = load_model(
-        ModelSpec(args.model, args.revision, "float32", args.trust_remote_code)
+        ModelSpec(args.model, args.revision, "float32", args.trust_remote_code, args.device)
     )
     result = diagnose(model, tokenizer, texts, configs, keep=args.keep, probe_tokens=args.probe_tokens,
                       progress=_stopwatch("diagnose"))  # fmt: skip
@@ -273,17 +277,19 @@ def cmd_diagnose(args) -> int:
 
 def cmd_run(args, argv: list[str]) -> int:
     from harness.errors import InputError
+    from harness.models import resolve_device
     from harness.records import ModelSpec, RunSpec
     from harness.runner import run
     from harness.suites import load_suite
 
     variants = _variants(args)  # bad methods or bits fail before anything is loaded
+    resolve_device(args.device)
     suite = load_suite(args.suite)
     out = args.out or Path("results") / f"{Path(args.model).stem}-{suite.name}"
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out} is a file, not a folder")
     spec = RunSpec(
-        model=ModelSpec(args.model, args.revision, args.dtype, args.trust_remote_code),
+        model=ModelSpec(args.model, args.revision, args.dtype, args.trust_remote_code, args.device),
         suite_path=args.suite, out=out, variants=tuple(variants), limit=args.limit, seed=args.seed,
         threads=args.threads, batch_size=args.batch_size, kld_topk=args.kld_topk,
     )  # fmt: skip

@@ -229,7 +229,8 @@ def diagnose(model: nn.Module, tokenizer, texts: list[str], configs: list[QuantC
     """
     step = progress or (lambda message: None)
     master = MasterCopy(model)
-    batch = probe_batch(tokenizer, texts, probe_tokens)
+    device = next(model.parameters()).device
+    batch = {k: v.to(device) for k, v in probe_batch(tokenizer, texts, probe_tokens).items()}
     counts = batch["attention_mask"].sum(dim=1).tolist()
     layers = select_linears(model, ("lm_head",))
     step("outliers and base precision")

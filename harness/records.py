@@ -24,6 +24,7 @@ class ModelSpec:
     revision: str | None = None
     dtype: str = "float32"
     trust_remote_code: bool = False
+    device: str = "cpu"  # "cpu", "cuda", "cuda:N", or "auto" (CUDA when available)
 
 
 @dataclass(frozen=True)

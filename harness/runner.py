@@ -91,6 +91,7 @@ def run(
         "seed": spec.seed,
         "kld_topk": spec.kld_topk,
         "dtype": spec.model.dtype,
+        "device": next(model.parameters()).device.type,
     }
     store = RunStore.open(spec.out, fingerprint, overwrite=overwrite)
     n_params = sum(p.numel() for p in model.parameters())

@@ -99,3 +99,11 @@ def test_end_to_end_on_a_tiny_model(tiny_model_dir, tiny_suite, tmp_path, capsys
     (out / "report.md").unlink()
     code, _ = run_cli(["report", str(out)], capsys)
     assert code == EXIT_OK and "rtn-w4g32" in (out / "report.md").read_text()
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the no-CUDA error")
+def test_cuda_without_a_gpu_is_a_usage_error(capsys):
+    code, err = run_cli(["run", "--device", "cuda"], capsys)
+    assert code == EXIT_USAGE and "no CUDA device is available" in err
+    code, err = run_cli(["run", "--device", "tpu9"], capsys)
+    assert code == EXIT_USAGE and "unknown device 'tpu9'" in err

@@ -21,10 +21,9 @@ def test_flips_mcnemar_and_deltas_match_hand_counts():
     items = make_items(0, {"v": {"noise": 0.1}})
     comps = by_key(compare(items, METRICS, n_boot=500))
     c = comps[("v", "mc_rare", "rare")]
-    base = items[(items.variant == "baseline") & (items.task == "mc_rare")].set_index("item_id")[
-        "correct"
-    ]
-    var = items[(items.variant == "v") & (items.task == "mc_rare")].set_index("item_id")["correct"]
+    rare = items[items.task == "mc_rare"].set_index("item_id")
+    base = rare[rare.variant == "baseline"]["correct"].astype(bool)  # object column: make it bool
+    var = rare[rare.variant == "v"]["correct"].astype(bool)
     lost, gained = int((base & ~var).sum()), int((~base & var).sum())
     assert (c.lost, c.gained) == (lost, gained)
     assert c.flip_rate == pytest.approx(lost / len(base))
