@@ -147,7 +147,8 @@ def run(
         if task.kind == "lm_eval":
             return 0
         n = sum(len(item.requests) for item in prepared[task.name])
-        return n + (len(prepared[task.name]) if task.kind == "generate" else 0)
+        decodes = task.kind == "generate" and task.metric != "greedy_match"
+        return n + (len(prepared[task.name]) if decodes else 0)
 
     pending = {v.name: [t for t in suite.tasks if not _done(store, v, t)] for v in variants}
     total = sum(units(t) for v in variants for t in pending[v.name])

@@ -24,7 +24,7 @@ from scipy import stats as sps
 from harness.records import Comparison
 
 ALL_ITEMS = "all"
-ACCURACY_METRICS = ("acc", "acc_norm", "exact_match")
+ACCURACY_METRICS = ("acc", "acc_norm", "exact_match", "greedy_match")
 
 
 FRAGILE = "fragile"

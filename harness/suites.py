@@ -23,6 +23,8 @@ DEFAULT_METRIC = {
     "generate": "exact_match",
     "lm_eval": "acc",
 }
+METRICS_BY_KIND = {"perplexity": ("perplexity",), "multiple_choice": ("acc", "acc_norm"),
+                   "generate": ("exact_match", "greedy_match")}  # lm_eval: whatever it logs  # fmt: skip
 _SUITE_KEYS = {"name", "version", "tasks", "description", "gate"}
 _TASK_FIELDS = {f.name: f for f in dataclasses.fields(Task)}
 
@@ -133,6 +135,10 @@ def _parse_task(entry: object, index: int, path: Path) -> Task:
         values["fewshot_data"] = pool
     values["name"] = str(values["name"])
     values.setdefault("metric", DEFAULT_METRIC[values["kind"]])
+    allowed = METRICS_BY_KIND.get(values["kind"])
+    if allowed is not None and values["metric"] not in allowed:
+        raise InputError(f"{where}: metric {values['metric']!r} does not fit kind {values['kind']!r} "
+                         f"(choose from {', '.join(allowed)})")  # fmt: skip
     return Task(**values)
 
 

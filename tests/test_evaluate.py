@@ -222,3 +222,19 @@ def test_kld_and_top1_against_the_baseline(tmp_path, tiny_model, tokenizer):
     assert rows[0].kld == pytest.approx(float(exact.mean()), rel=1e-4)
     assert rows[0].top1_agree == pytest.approx(float(agree))
     assert rows[0].kld > 0.01
+
+
+def test_greedy_match_is_true_exactly_when_the_gold_tokens_are_the_argmax(
+    tiny_suite, tiny_model, tokenizer
+):
+    import dataclasses
+
+    task = dataclasses.replace(load_suite(tiny_suite).tasks[2], metric="greedy_match")
+    rows, _ = run_task(task, tiny_model, tokenizer)
+    items = prepare(task, load_items(task), tokenizer, 0, load_items(task), seed=0)
+    for row, item in zip(rows, items, strict=True):
+        ctx, cont = item.requests[0]
+        with torch.no_grad():
+            logits = tiny_model(torch.tensor([ctx + cont])).logits[0]
+        argmax = logits[len(ctx) - 1 : len(ctx) + len(cont) - 1].argmax(-1).tolist()
+        assert row.correct == (argmax == cont)

@@ -62,6 +62,10 @@ BAD_SUITES = [
         "names missing field 'question'",
     ),
     ("name: [unclosed\n", "not valid YAML"),
+    (
+        "name: x\ntasks: [{name: a, kind: perplexity, data: d.jsonl, metric: acc}]\n",
+        "metric 'acc' does not fit kind 'perplexity'",
+    ),
 ]
 
 

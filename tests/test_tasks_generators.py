@@ -50,3 +50,30 @@ def test_text_cleaner_keeps_prose_and_drops_markup():
         "The len function returns the number of items in a container, and works with "
         "lists, tuples and strings alike in every program"
     ]
+
+
+def test_long_context_generator_is_deterministic_and_matches_the_committed_files(tmp_path):
+    for run in ("a", "b"):
+        subprocess.run([sys.executable, str(REPO / "tasks" / "make_long_context.py"), "--out", str(tmp_path / run)],
+                       check=True, capture_output=True)  # fmt: skip
+    for name in ("passkey.jsonl", "kv_lookup.jsonl"):
+        committed = (REPO / "tasks" / "data" / name).read_bytes()
+        assert (
+            (tmp_path / "a" / name).read_bytes()
+            == (tmp_path / "b" / name).read_bytes()
+            == committed
+        )
+
+
+def test_long_context_needles_sit_at_their_depth():
+    import json
+
+    items = [
+        json.loads(line)
+        for line in (REPO / "tasks" / "data" / "passkey.jsonl").read_text().splitlines()
+    ]
+    assert len(items) == 12
+    for item in items:
+        depth = int(next(s for s in item["slices"] if s.startswith("depth:")).split(":")[1])
+        position = item["context"].index(f"The pass key is {item['answer']}") / len(item["context"])
+        assert abs(position - depth / 100) < 0.1

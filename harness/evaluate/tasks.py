@@ -6,7 +6,10 @@
 * ``multiple_choice``: the log-likelihood of each choice after the context (``acc``),
   also divided by the choice's length in characters (``acc_norm``), as lm-eval does.
 * ``generate``: greedy decoding until a stop string or ``max_new_tokens``; exact match
-  of the (regex-extracted, stripped) output against the target.
+  of the (regex-extracted, stripped) output against the target. With the metric
+  ``greedy_match`` no decoding runs: an item is correct when every gold-answer token is
+  the greedy choice (one forward pass; lm-eval's ``is_greedy``), which suits long
+  prompts whose answer is short and unambiguous.
 
 For every kind, KL divergence and top-1 agreement compare the variant to the baseline
 on the scored tokens: the whole text, the gold choice, or the gold target.
@@ -185,7 +188,7 @@ def evaluate_task(
         by_item[n].append(s)
 
     generations: list[str] = []
-    if task.kind == "generate":
+    if task.kind == "generate" and task.metric != "greedy_match":
         generations = scorer.generate(
             [item.prompt_ids for item in items],
             task.max_new_tokens,
@@ -224,6 +227,10 @@ def evaluate_task(
             others = [ll for i, ll in enumerate(lls) if i != item.gold]
             margin = lls[item.gold] - max(others)
             prediction = str(choice)
+            score = float(correct)
+        elif task.metric == "greedy_match":  # the gold answer is what greedy decoding yields
+            correct = all(p.greedy for p in parts)
+            prediction = item.target if correct else ""
             score = float(correct)
         else:
             prediction = generations[n]

@@ -13,7 +13,8 @@ import pandas as pd  # noqa: E402
 # Okabe-Ito: distinguishable with the common colour-vision deficiencies
 PALETTE = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000"]
 METRIC_LABEL = {"perplexity": "perplexity (log scale, lower is better)", "acc": "accuracy",
-                "acc_norm": "accuracy (length-normalised)", "exact_match": "exact match"}  # fmt: skip
+                "acc_norm": "accuracy (length-normalised)", "exact_match": "exact match",
+                "greedy_match": "greedy match"}  # fmt: skip
 
 
 def plot_knee(
