@@ -86,6 +86,7 @@ class Task:
     stride: int = 0  # perplexity: new tokens per window after the first (0: window // 2)
     fewshot_data: Path | None = None  # pool of few-shot examples (default: the other items)
     metric: str = ""  # filled from the kind when empty
+    limit: int = 0  # evaluate only the first N items (0: all); --limit caps it further
     lm_eval: str = ""  # lm_eval kind: an lm-eval task name, or the absolute path of its YAML file
 
 

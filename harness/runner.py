@@ -133,7 +133,8 @@ def run(
             continue  # lm-eval renders and loads its own documents
         items = task_items[task.name]
         pool = load_items(_with_data(task, task.fewshot_data)) if task.fewshot_data else items
-        chosen = items[: spec.limit] if spec.limit else items
+        limits = [n for n in (spec.limit, task.limit) if n]
+        chosen = items[: min(limits)] if limits else items
         prepared[task.name] = prepare(task, chosen, tokenizer, prefix, pool, spec.seed)
 
     max_length = int(getattr(model.config, "max_position_embeddings", 2048) or 2048)
@@ -172,7 +173,8 @@ def run(
                 reference = references.get(task.name) or store.load_reference(task.name)
             task_start = time.perf_counter()
             if task.kind == "lm_eval":
-                samples = run_samples(task, model, tokenizer, limit=spec.limit, batch_size=spec.batch_size,
+                limit = min([n for n in (spec.limit, task.limit) if n], default=None)
+                samples = run_samples(task, model, tokenizer, limit=limit, batch_size=spec.batch_size,
                                       max_length=min(max_length, 4096), seed=spec.seed)  # fmt: skip
                 rows, topks = to_rows(task, samples, variant.name), None
             else:

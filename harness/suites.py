@@ -106,7 +106,7 @@ def _parse_task(entry: object, index: int, path: Path) -> Task:
             ):
                 raise InputError(f"{where}: {key!r} must be a list of strings")
             values[key] = tuple(values[key])
-    for key in ("fewshot", "max_new_tokens", "window", "stride"):
+    for key in ("fewshot", "max_new_tokens", "window", "stride", "limit"):
         if key in values and (
             not isinstance(values[key], int) or isinstance(values[key], bool) or values[key] < 0
         ):

@@ -1,8 +1,11 @@
-"""Build tasks/data/add_1digit.jsonl: every single-digit addition a + b (100 items),
-labelled ``carry`` when the sum has two digits and ``no_carry`` otherwise.
+"""Build the arithmetic data, every file in a seeded order (same seed, same bytes):
 
-The items are all 100 ordered pairs, shuffled with a fixed seed, so the file is the same
-bytes on every run.
+* ``add_1digit.jsonl``: every single-digit addition a + b (100), ``carry`` / ``no_carry``;
+* ``sub_1digit.jsonl``: every a - b with 0 <= b <= a <= 9 (55);
+* ``add_2digit_mc.jsonl``: 40 two-digit additions as multiple choice among the sum, the
+  sum +-1 and the sum +-10, ``carry`` when the units carry;
+* ``compare_mc.jsonl``: 40 "which is larger" questions between two two-digit numbers
+  written with the same digits (47 vs 74).
 
     python tasks/make_arithmetic.py [--seed 0]
 """
@@ -14,7 +17,8 @@ import json
 import random
 from pathlib import Path
 
-OUT = Path(__file__).parent / "data" / "add_1digit.jsonl"
+DATA = Path(__file__).parent / "data"
+OUT = DATA / "add_1digit.jsonl"
 
 
 def build(seed: int) -> list[dict]:
@@ -32,15 +36,59 @@ def build(seed: int) -> list[dict]:
     ]
 
 
+def subtraction(seed: int) -> list[dict]:
+    pairs = [(a, b) for a in range(10) for b in range(a + 1)]
+    random.Random(f"sub:{seed}").shuffle(pairs)
+    return [{"id": f"sub-{a}-{b}", "a": a, "b": b, "answer": str(a - b)} for a, b in pairs]
+
+
+def two_digit_mc(seed: int, n: int = 40) -> list[dict]:
+    rng = random.Random(f"add2:{seed}")
+    items = []
+    while len(items) < n:
+        a, b = rng.randrange(10, 90), rng.randrange(10, 90)
+        total = a + b
+        choices = sorted(
+            {total, total + 1, total - 1, total + 10 if rng.random() < 0.5 else total - 10}
+        )
+        rng.shuffle(choices)
+        item_id = f"add2-{a}-{b}"
+        if any(it["id"] == item_id for it in items):
+            continue
+        carry = (a % 10) + (b % 10) >= 10
+        items.append({"id": item_id, "a": a, "b": b, "choices": [str(c) for c in choices],
+                      "answer": choices.index(total), "slices": ["carry" if carry else "no_carry"]})  # fmt: skip
+    return items
+
+
+def comparison_mc(seed: int, n: int = 40) -> list[dict]:
+    rng = random.Random(f"cmp:{seed}")
+    pairs = [(x, y) for x in range(1, 10) for y in range(1, 10) if x != y]
+    rng.shuffle(pairs)
+    items = []
+    for x, y in pairs[:n]:
+        first, second = 10 * x + y, 10 * y + x
+        choices = [str(first), str(second)]
+        items.append({"id": f"cmp-{first}-{second}", "a": first, "b": second, "choices": choices,
+                      "answer": choices.index(str(max(first, second)))})  # fmt: skip
+    return items
+
+
+def write(path: Path, items: list[dict]) -> None:
+    path.write_text("".join(json.dumps(it) + "\n" for it in items), encoding="utf-8")
+    print(f"wrote {len(items)} items to {path}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--out", type=Path, default=DATA, help="output folder")
     args = parser.parse_args()
-    items = build(args.seed)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("".join(json.dumps(it) + "\n" for it in items), encoding="utf-8")
-    print(f"wrote {len(items)} items to {args.out}")
+    args.out.mkdir(parents=True, exist_ok=True)
+    write(args.out / "add_1digit.jsonl", build(args.seed))
+    write(args.out / "sub_1digit.jsonl", subtraction(args.seed))
+    write(args.out / "add_2digit_mc.jsonl", two_digit_mc(args.seed))
+    write(args.out / "compare_mc.jsonl", comparison_mc(args.seed))
 
 
 if __name__ == "__main__":

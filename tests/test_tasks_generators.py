@@ -2,19 +2,42 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+
+import pytest
 
 from tests.conftest import REPO
 
 
-def test_arithmetic_generator_is_deterministic_and_matches_the_committed_file(tmp_path):
-    outputs = []
-    for name in ("a.jsonl", "b.jsonl"):
-        subprocess.run([sys.executable, str(REPO / "tasks" / "make_arithmetic.py"), "--out", str(tmp_path / name)],
+def test_arithmetic_generator_is_deterministic_and_matches_the_committed_files(tmp_path):
+    for run in ("a", "b"):
+        subprocess.run([sys.executable, str(REPO / "tasks" / "make_arithmetic.py"), "--out", str(tmp_path / run)],
                        check=True, capture_output=True)  # fmt: skip
-        outputs.append((tmp_path / name).read_bytes())
-    assert outputs[0] == outputs[1] == (REPO / "tasks" / "data" / "add_1digit.jsonl").read_bytes()
+    for name in ("add_1digit.jsonl", "sub_1digit.jsonl", "add_2digit_mc.jsonl", "compare_mc.jsonl"):
+        committed = (REPO / "tasks" / "data" / name).read_bytes()
+        assert (
+            (tmp_path / "a" / name).read_bytes()
+            == (tmp_path / "b" / name).read_bytes()
+            == committed
+        )
+
+
+@pytest.mark.parametrize(
+    "script,files",
+    [("make_rare.py", ["rare_copy.jsonl"]), ("make_facts.py", ["facts_cloze.jsonl"])],
+)
+def test_rare_and_facts_generators_are_deterministic(tmp_path, script, files):
+    for run in ("a", "b"):
+        subprocess.run([sys.executable, str(REPO / "tasks" / script), "--out", str(tmp_path / run / files[0])],
+                       check=True, capture_output=True, env={**os.environ, "PYTHONHASHSEED": "1" if run == "a" else "2"})  # fmt: skip
+    committed = (REPO / "tasks" / "data" / files[0]).read_bytes()
+    assert (
+        (tmp_path / "a" / files[0]).read_bytes()
+        == (tmp_path / "b" / files[0]).read_bytes()
+        == committed
+    )
 
 
 def test_arithmetic_items_are_labelled_by_carry():
