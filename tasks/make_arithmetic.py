@@ -12,10 +12,10 @@
 
 from __future__ import annotations
 
-import argparse
-import json
 import random
 from pathlib import Path
+
+from jsonl_io import generator_parser, write_jsonl
 
 DATA = Path(__file__).parent / "data"
 OUT = DATA / "add_1digit.jsonl"
@@ -74,21 +74,12 @@ def comparison_mc(seed: int, n: int = 40) -> list[dict]:
     return items
 
 
-def write(path: Path, items: list[dict]) -> None:
-    path.write_text("".join(json.dumps(it) + "\n" for it in items), encoding="utf-8")
-    print(f"wrote {len(items)} items to {path}")
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=DATA, help="output folder")
-    args = parser.parse_args()
-    args.out.mkdir(parents=True, exist_ok=True)
-    write(args.out / "add_1digit.jsonl", build(args.seed))
-    write(args.out / "sub_1digit.jsonl", subtraction(args.seed))
-    write(args.out / "add_2digit_mc.jsonl", two_digit_mc(args.seed))
-    write(args.out / "compare_mc.jsonl", comparison_mc(args.seed))
+    args = generator_parser(__doc__, DATA).parse_args()
+    write_jsonl(args.out / "add_1digit.jsonl", build(args.seed))
+    write_jsonl(args.out / "sub_1digit.jsonl", subtraction(args.seed))
+    write_jsonl(args.out / "add_2digit_mc.jsonl", two_digit_mc(args.seed))
+    write_jsonl(args.out / "compare_mc.jsonl", comparison_mc(args.seed))
 
 
 if __name__ == "__main__":

@@ -16,12 +16,12 @@ markup is reduced to its text), then grouped into items of about ``--words`` wor
 
 from __future__ import annotations
 
-import argparse
-import json
 import re
 import subprocess
 import tempfile
 from pathlib import Path
+
+from jsonl_io import generator_parser, write_jsonl
 
 PAGES = ["appetite", "interpreter", "introduction", "controlflow", "datastructures", "modules",
          "inputoutput", "errors", "classes", "stdlib", "floatingpoint", "whatnow"]  # fmt: skip
@@ -99,7 +99,7 @@ def fetch_sources(workdir: Path) -> Path:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = generator_parser(__doc__, OUT, seeded=False)
     parser.add_argument(
         "--sources", type=Path, help="the tutorial's _sources folder (default: fetch the .deb)"
     )
@@ -107,16 +107,10 @@ def main() -> None:
     parser.add_argument(
         "--max-items", type=int, default=24, help="items to keep (default 24, ~10k tokens)"
     )
-    parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         sources = args.sources or fetch_sources(Path(tmp))
-        items = build(sources, args.words, args.max_items)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(
-        "".join(json.dumps(it, ensure_ascii=False) + "\n" for it in items), encoding="utf-8"
-    )
-    print(f"wrote {len(items)} items to {args.out}")
+        write_jsonl(args.out, build(sources, args.words, args.max_items))
 
 
 if __name__ == "__main__":

@@ -11,11 +11,11 @@ traced to where the needle sat. Deterministic: the same seed gives the same byte
 
 from __future__ import annotations
 
-import argparse
-import json
 import random
 import string
 from pathlib import Path
+
+from jsonl_io import generator_parser, write_jsonl
 
 DATA = Path(__file__).parent / "data"
 FILLER = (
@@ -62,19 +62,10 @@ def kv_items(rng: random.Random) -> list[dict]:
     return items
 
 
-def write(path: Path, items: list[dict]) -> None:
-    path.write_text("".join(json.dumps(it) + "\n" for it in items), encoding="utf-8")
-    print(f"wrote {len(items)} items to {path}")
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=DATA)
-    args = parser.parse_args()
-    args.out.mkdir(parents=True, exist_ok=True)
-    write(args.out / "passkey.jsonl", passkey_items(random.Random(f"passkey:{args.seed}")))
-    write(args.out / "kv_lookup.jsonl", kv_items(random.Random(f"kv:{args.seed}")))
+    args = generator_parser(__doc__, DATA).parse_args()
+    write_jsonl(args.out / "passkey.jsonl", passkey_items(random.Random(f"passkey:{args.seed}")))
+    write_jsonl(args.out / "kv_lookup.jsonl", kv_items(random.Random(f"kv:{args.seed}")))
 
 
 if __name__ == "__main__":

@@ -10,10 +10,10 @@ from a seeded generator, so the same seed gives the same bytes.
 
 from __future__ import annotations
 
-import argparse
-import json
 import random
 from pathlib import Path
+
+from jsonl_io import generator_parser, write_jsonl
 
 OUT = Path(__file__).parent / "data" / "rare_copy.jsonl"
 NAMES = ["Xochitl Quetzalli", "Siobhan Ni Bhriain", "Tjitske Hoekstra", "Oluwaseun Adeyemi", "Ngozi Okonjo",
@@ -47,16 +47,8 @@ def build(seed: int) -> list[dict]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=OUT)
-    args = parser.parse_args()
-    items = build(args.seed)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(
-        "".join(json.dumps(it, ensure_ascii=False) + "\n" for it in items), encoding="utf-8"
-    )
-    print(f"wrote {len(items)} items to {args.out}")
+    args = generator_parser(__doc__, OUT).parse_args()
+    write_jsonl(args.out, build(args.seed))
 
 
 if __name__ == "__main__":
