@@ -26,6 +26,8 @@ from harness.stats import ACCURACY_METRICS
 
 RULES: Registry[type[Rule]] = Registry("gate rule")
 STRICT_SLICES = ("arithmetic", "rare", "long_context")
+MIN_ITEMS = 10
+GATE_KEYS = ("rules", "alpha", "defaults", "min_items")
 
 
 def register_rule(cls: type[Rule]) -> type[Rule]:
@@ -141,6 +143,7 @@ class Policy:
     rules: tuple[Rule, ...]
     alpha: float = 0.05  # family-wise error rate of each variant's intervals
     source: str = "built-in defaults"
+    min_items: int = MIN_ITEMS  # fewer items than this can warn but never fail
 
 
 def default_rules() -> tuple[Rule, ...]:
@@ -162,10 +165,9 @@ def parse_policy(raw: object, source: str) -> Policy:
     if not isinstance(raw, dict):
         raise InputError(f"{source}: the gate policy must be a mapping with 'rules'")
     for key in raw:
-        if key not in ("rules", "alpha", "defaults"):
-            raise InputError(
-                f"{source}: unknown gate key {key!r}{did_you_mean(str(key), ['rules', 'alpha', 'defaults'])}"
-            )
+        if key not in GATE_KEYS:
+            hint = did_you_mean(str(key), list(GATE_KEYS))
+            raise InputError(f"{source}: unknown gate key {key!r}{hint}")
     alpha = raw.get("alpha", 0.05)
     if not isinstance(alpha, int | float) or not 0 < alpha < 1:
         raise InputError(f"{source}: gate 'alpha' must be between 0 and 1, not {alpha!r}")
@@ -196,7 +198,12 @@ def parse_policy(raw: object, source: str) -> Policy:
         rules.append(cls(**options))
     if raw.get("defaults", True):
         rules.extend(default_rules())
-    return Policy(tuple(rules), float(alpha), source)
+    min_items = raw.get("min_items", MIN_ITEMS)
+    if not isinstance(min_items, int) or isinstance(min_items, bool) or min_items < 1:
+        raise InputError(
+            f"{source}: gate 'min_items' must be a positive integer, not {min_items!r}"
+        )
+    return Policy(tuple(rules), float(alpha), source, min_items)
 
 
 def load_policy(path: Path) -> Policy:
@@ -215,19 +222,24 @@ def _fmt(value: float, percent: bool) -> str:
     return f"{value:.1%}" if percent else f"{value:.3g}"
 
 
-def decide(rule: Rule, c: Comparison) -> Finding | None:
+def decide(rule: Rule, c: Comparison, min_items: int = MIN_ITEMS) -> Finding | None:
+    """Apply one rule to one comparison. A bootstrap interval over a handful of items is
+    degenerate (one item gives a zero-width interval), so comparisons with fewer than
+    ``min_items`` items can warn but never fail."""
     measured = rule.measure(c)
     if measured is None or measured[0] is None or not math.isfinite(measured[0]):
         return None
     observed, (low, high) = measured
     tol = rule.tolerance
     beyond = observed > tol if rule.direction == "max" else observed < tol
-    settled = (low > tol) if rule.direction == "max" else (high < tol)
+    settled = ((low > tol) if rule.direction == "max" else (high < tol)) and c.n >= min_items
     severity = "fail" if settled else "warn" if beyond else "pass"
     text = (f"{c.variant} · {c.task}/{c.slice}: {rule.label} {_fmt(observed, rule.percent)} "
             f"[{_fmt(low, rule.percent)}, {_fmt(high, rule.percent)}] "
             f"{'≤' if rule.direction == 'max' else '≥'} {_fmt(tol, rule.percent)} required")  # fmt: skip
-    if severity == "warn":
+    if severity == "warn" and c.n < min_items:
+        text += f"; only {c.n} item(s): too few to settle (a fail needs at least {min_items})"
+    elif severity == "warn":
         half, gap = (high - low) / 2, abs(observed - tol)
         more = math.ceil(c.n * (half / gap) ** 2) - c.n if gap > 0 else math.inf
         text += f"; not settled at n={c.n}: about {more} more items would settle it"
@@ -247,7 +259,8 @@ def apply_policy(policy: Policy, comparisons: list[Comparison]) -> list[Finding]
             best = chosen.get(rule.kind)
             if best is None or rule.specificity(c) > best.specificity(c):
                 chosen[rule.kind] = rule
-        findings.extend(f for f in (decide(rule, c) for rule in chosen.values()) if f is not None)
+        decided = (decide(rule, c, policy.min_items) for rule in chosen.values())
+        findings.extend(f for f in decided if f is not None)
     return findings
 
 

@@ -5,7 +5,8 @@
 * ``add_2digit_mc.jsonl``: 40 two-digit additions as multiple choice among the sum, the
   sum +-1 and the sum +-10, ``carry`` when the units carry;
 * ``compare_mc.jsonl``: 40 "which is larger" questions between two two-digit numbers
-  written with the same digits (47 vs 74).
+  written with the same digits (47 vs 74);
+* ``count.jsonl``: 40 counts to continue by a step of 1, 2, 3, 5 or 10 (``step:*`` slices).
 
     python tasks/make_arithmetic.py [--seed 0]
 """
@@ -74,12 +75,25 @@ def comparison_mc(seed: int, n: int = 40) -> list[dict]:
     return items
 
 
+def counting(seed: int, n: int = 40) -> list[dict]:
+    """Continue a count by a fixed step: ``12, 14, 16, 18,`` -> ``20`` (steps 1, 2, 3, 5, 10)."""
+    rng = random.Random(f"count:{seed}")
+    items = []
+    for i in range(n):
+        step, start = rng.choice((1, 2, 3, 5, 10)), rng.randrange(1, 60)
+        shown = [start + step * k for k in range(4)]
+        items.append({"id": f"count-{i:02d}", "sequence": ", ".join(map(str, shown)) + ",",
+                      "answer": str(start + 4 * step), "slices": [f"step:{step}"]})  # fmt: skip
+    return items
+
+
 def main() -> None:
     args = generator_parser(__doc__, DATA).parse_args()
     write_jsonl(args.out / "add_1digit.jsonl", build(args.seed))
     write_jsonl(args.out / "sub_1digit.jsonl", subtraction(args.seed))
     write_jsonl(args.out / "add_2digit_mc.jsonl", two_digit_mc(args.seed))
     write_jsonl(args.out / "compare_mc.jsonl", comparison_mc(args.seed))
+    write_jsonl(args.out / "count.jsonl", counting(args.seed))
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from harness.cli import EXIT_GATE_FAILED, EXIT_OK, EXIT_USAGE, main
 from harness.errors import InputError
 from harness.gate import (
     MaxDrop,
+    MinTop1,
     Policy,
     apply_policy,
     decide,
@@ -195,3 +196,14 @@ def test_gate_command_exit_codes_and_outputs(tmp_path, capsys):
     assert main(["gate", str(store.root), "--policy", str(tmp_path / "missing.yaml")]) == EXIT_USAGE
     assert main(["gate", str(tmp_path / "nothing")]) == EXIT_USAGE
     assert main(["report", str(store.root)]) == EXIT_OK
+
+
+def test_too_few_items_can_warn_but_never_fail():
+    tiny = comparison(n=1, top1=0.75, top1_ci=(0.75, 0.75))  # one item: a zero-width interval
+    finding = decide(MinTop1(0.9), tiny)
+    assert finding.severity == "warn" and "too few to settle" in finding.message
+    assert decide(MinTop1(0.9), comparison(n=10, top1=0.75, top1_ci=(0.7, 0.8))).severity == "fail"
+    strict = parse_policy({"min_items": 1}, "p")
+    assert [f.severity for f in apply_policy(strict, [tiny]) if f.metric == "min_top1"] == ["fail"]
+    with pytest.raises(InputError, match="'min_items' must be a positive integer"):
+        parse_policy({"min_items": 0}, "p")

@@ -15,7 +15,13 @@ def test_arithmetic_generator_is_deterministic_and_matches_the_committed_files(t
     for run in ("a", "b"):
         subprocess.run([sys.executable, str(REPO / "tasks" / "make_arithmetic.py"), "--out", str(tmp_path / run)],
                        check=True, capture_output=True)  # fmt: skip
-    for name in ("add_1digit.jsonl", "sub_1digit.jsonl", "add_2digit_mc.jsonl", "compare_mc.jsonl"):
+    for name in (
+        "add_1digit.jsonl",
+        "sub_1digit.jsonl",
+        "add_2digit_mc.jsonl",
+        "compare_mc.jsonl",
+        "count.jsonl",
+    ):
         committed = (REPO / "tasks" / "data" / name).read_bytes()
         assert (
             (tmp_path / "a" / name).read_bytes()
@@ -95,8 +101,21 @@ def test_long_context_needles_sit_at_their_depth():
         json.loads(line)
         for line in (REPO / "tasks" / "data" / "passkey.jsonl").read_text().splitlines()
     ]
-    assert len(items) == 12
+    assert len(items) == 15
     for item in items:
         depth = int(next(s for s in item["slices"] if s.startswith("depth:")).split(":")[1])
         position = item["context"].index(f"The pass key is {item['answer']}") / len(item["context"])
         assert abs(position - depth / 100) < 0.1
+
+
+def test_counting_items_continue_their_sequence():
+    sys.path.insert(0, str(REPO / "tasks"))
+    try:
+        from make_arithmetic import counting
+    finally:
+        sys.path.pop(0)
+    for item in counting(seed=0):
+        numbers = [int(x) for x in item["sequence"].rstrip(",").split(", ")]
+        step = numbers[1] - numbers[0]
+        assert all(b - a == step for a, b in zip(numbers, numbers[1:], strict=False))
+        assert int(item["answer"]) == numbers[-1] + step and item["slices"] == [f"step:{step}"]
