@@ -136,20 +136,21 @@ def compare(items: pd.DataFrame, metrics: dict[str, str], *, alpha: float = 0.05
     ``metrics`` maps task name to its metric. Deterministic for a given ``seed``.
     """
     rows = explode_slices(add_fragile(items))
-    base = rows[rows["variant"] == "baseline"].set_index(["task", "slice", "item_id"])
+    by_group = {
+        key: g.set_index("item_id")
+        for key, g in rows.groupby(["variant", "task", "slice"], sort=False)
+    }
     variants = [v for v in dict.fromkeys(rows["variant"]) if v != "baseline"]
     out: list[Comparison] = []
     for variant in variants:
         groups = []
-        for (task, slice_), var in rows[rows["variant"] == variant].groupby(
-            ["task", "slice"], sort=False
-        ):
-            keys = [(task, slice_, i) for i in var["item_id"]]
-            present = base.index.isin(keys)
-            if present.sum() < min_items:
+        for (name, task, slice_), var in by_group.items():
+            base = by_group.get(("baseline", task, slice_))
+            if name != variant or base is None:
                 continue
-            var = var.set_index(["task", "slice", "item_id"])
-            shared = base.index[present].intersection(var.index)
+            shared = base.index.intersection(var.index)  # pair item by item
+            if len(shared) < min_items:
+                continue
             groups.append((task, slice_, base.loc[shared], var.loc[shared]))
         level = 1 - alpha / max(len(groups), 1)
         for task, slice_, b, v in groups:

@@ -1,6 +1,6 @@
 """Build the long-context data: passkey retrieval and key-value lookup, with the needle
-at several depths, at about 512, 1k, 2k and 4k tokens (SmolLM2's tokenizer; ~24 tokens
-per filler block, ~16 per key-value line).
+at several depths, at about 512, 1k, 2k and 4k tokens, and passkeys at 7.5k (near
+SmolLM2's 8k limit; ~24 tokens per filler block, ~16 per key-value line).
 
     python tasks/make_long_context.py [--seed 0]
 

@@ -19,13 +19,14 @@ def write_reports(
     comparisons: pd.DataFrame | None = None,
     knees: pd.DataFrame | None = None,
     verdict: Verdict | None = None,
+    items: pd.DataFrame | None = None,
 ) -> dict[str, Path]:
     """(Re)write ``summary.csv``, ``plots/knee.png`` and ``report.md`` of a stored run.
     With the analysis (comparisons, knees, verdict) the plot gets interval bands and
     knee marks, and the report opens with the verdict."""
     manifest = store.manifest()
     manifest["_has_diagnostics"] = (store.root / "diagnostics" / "diagnostics.md").exists()
-    summary = summarize(store.load_items(), manifest)
+    summary = summarize(store.load_items() if items is None else items, manifest)
     paths = {
         "summary": store.root / "summary.csv",
         "knee": store.root / "plots" / "knee.png",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import matplotlib
@@ -27,12 +28,14 @@ def plot_knee(
     method, with the paired interval of each variant as a band and the knee (over all
     items) marked with a ring."""
     tasks = list(dict.fromkeys(summary["task"]))
-    fig, axes = plt.subplots(
-        1, max(len(tasks), 1), figsize=(4.2 * max(len(tasks), 1), 3.6), squeeze=False
-    )
+    cols = max(1, min(len(tasks), 4))
+    rows = max(1, math.ceil(len(tasks) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows), squeeze=False)
+    for ax in axes.flat[len(tasks) :]:
+        ax.set_visible(False)
     bit_ticks = sorted(set(summary["bits"].astype(int)) | {16}, reverse=True)
     positions = {b: i for i, b in enumerate(bit_ticks)}  # evenly spaced, 16 on the left
-    for ax, task in zip(axes[0], tasks, strict=False):
+    for ax, task in zip(axes.flat, tasks, strict=False):
         rows = summary[summary["task"] == task]
         base = rows[rows["variant"] == "baseline"]
         metric = rows["metric"].iloc[0]
