@@ -65,7 +65,7 @@ def analyse(store: RunStore, *, policy_path: Path | None = None, require: str | 
     )
     write_json(store.root / "gate.json", gate_record(policy, result, knee_table))
     if junit is not None:
-        write_junit(result, policy, junit)
+        write_junit(result, junit)
     write_reports(store, comparisons=frame, knees=knee_table, verdict=result, items=items)
     return result
 

@@ -13,7 +13,7 @@ import dataclasses
 import fnmatch
 import math
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
@@ -293,7 +293,7 @@ def verdict(
                    variants=tuple(verdicts), findings=tuple(findings))  # fmt: skip
 
 
-def write_junit(result: Verdict, policy: Policy, path: Path) -> Path:
+def write_junit(result: Verdict, path: Path) -> Path:
     """One test case per variant x rule; failing findings become <failure>, warnings
     go to <system-out>."""
     suite = ET.Element("testsuite", name="qharness-gate")
@@ -335,12 +335,3 @@ def verdict_table(result: Verdict) -> str:
     lines.append(f"gate: {'PASSED' if result.passed else 'FAILED'} ({target}); "
                  f"recommended: {result.recommended_variant or 'none'}")  # fmt: skip
     return "\n".join(lines)
-
-
-@dataclass
-class GateReport:
-    """Everything ``gate.json`` holds."""
-
-    policy: Policy
-    verdict: Verdict
-    knees: list[dict] = field(default_factory=list)

@@ -11,9 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-TaskKind = Literal["perplexity", "multiple_choice", "generate", "lm_eval"]
 TASK_KINDS: tuple[str, ...] = ("perplexity", "multiple_choice", "generate", "lm_eval")
-BUILTIN_SLICES: tuple[str, ...] = ("arithmetic", "rare", "long_context", "general")
 
 
 @dataclass(frozen=True)

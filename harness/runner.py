@@ -133,8 +133,7 @@ def run(
             continue  # lm-eval renders and loads its own documents
         items = task_items[task.name]
         pool = load_items(_with_data(task, task.fewshot_data)) if task.fewshot_data else items
-        limits = [n for n in (spec.limit, task.limit) if n]
-        chosen = items[: min(limits)] if limits else items
+        chosen = items[: _item_limit(spec, task)]
         prepared[task.name] = prepare(task, chosen, tokenizer, prefix, pool, spec.seed)
 
     max_length = int(getattr(model.config, "max_position_embeddings", 2048) or 2048)
@@ -170,11 +169,12 @@ def run(
             bar.set_description(f"{variant.name} · {task.name}")
             reference = None
             if not variant.is_baseline:
-                reference = references.get(task.name) or store.load_reference(task.name)
+                if task.name not in references:  # resuming: the baseline ran in an earlier process
+                    references[task.name] = store.load_reference(task.name)
+                reference = references[task.name]
             task_start = time.perf_counter()
             if task.kind == "lm_eval":
-                limit = min([n for n in (spec.limit, task.limit) if n], default=None)
-                samples = run_samples(task, model, tokenizer, limit=limit, batch_size=spec.batch_size,
+                samples = run_samples(task, model, tokenizer, limit=_item_limit(spec, task), batch_size=spec.batch_size,
                                       max_length=min(max_length, 4096), seed=spec.seed)  # fmt: skip
                 rows, topks = to_rows(task, samples, variant.name), None
             else:
@@ -198,11 +198,16 @@ def run(
     return store
 
 
+def _item_limit(spec: RunSpec, task) -> int | None:
+    """The number of items to evaluate: the smaller of ``--limit`` and the task's ``limit``."""
+    return min([n for n in (spec.limit, task.limit) if n], default=None)
+
+
 def _done(store: RunStore, variant: Variant, task) -> bool:
     if not store.has(variant.name, task.name):
         return False
     needs_reference = variant.is_baseline and task.kind != "lm_eval"
-    return not needs_reference or store.load_reference(task.name) is not None
+    return not needs_reference or store.has_reference(task.name)
 
 
 def _headline(task, rows) -> str:

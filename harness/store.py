@@ -186,6 +186,9 @@ class RunStore:
             self._reference(task), lambda tmp: save_file(tensors, str(tmp), metadata=metadata)
         )
 
+    def has_reference(self, task: str) -> bool:
+        return self._reference(task).exists()
+
     def load_reference(self, task: str) -> dict[str, TopK] | None:
         import torch
         from safetensors import safe_open

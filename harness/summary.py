@@ -8,14 +8,6 @@ import pandas as pd
 
 from harness.stats import add_fragile, explode_slices
 
-HIGHER_IS_BETTER = {
-    "perplexity": False,
-    "acc": True,
-    "acc_norm": True,
-    "exact_match": True,
-    "greedy_match": True,
-}
-
 SUMMARY_COLUMNS = [
     "variant", "method", "bits", "effective_bits", "model_bytes", "task", "slice", "kind", "metric",
     "n", "value", "baseline", "delta", "rel_delta", "kld", "top1_agree",

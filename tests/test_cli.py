@@ -99,6 +99,14 @@ def test_end_to_end_on_a_tiny_model(tiny_model_dir, tiny_suite, tmp_path, capsys
     (out / "report.md").unlink()
     code, _ = run_cli(["report", str(out)], capsys)
     assert code == EXIT_OK and "rtn-w4g32" in (out / "report.md").read_text()
+    assert "diagnostics/diagnostics.md" not in (out / "report.md").read_text()
+    (out / "diagnostics").mkdir()
+    (out / "diagnostics" / "diagnostics.md").write_text("# Diagnostics\n")
+    run_cli(["report", str(out)], capsys)
+    assert (
+        "[diagnostics/diagnostics.md](diagnostics/diagnostics.md)"
+        in (out / "report.md").read_text()
+    )
 
 
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the no-CUDA error")

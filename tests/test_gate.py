@@ -152,7 +152,7 @@ def test_junit_has_one_case_per_variant_and_rule(tmp_path):
         {"w8": {"noise": 0.01}, "w2": {"drop": {"general": 0.8, "arithmetic": 0.8, "rare": 0.8}}},
     )
     result = gate(items, ["w8", "w2"])
-    path = write_junit(result, Policy(default_rules()), tmp_path / "gate.xml")
+    path = write_junit(result, tmp_path / "gate.xml")
     suite = ET.parse(path).getroot().find("testsuite")
     cases = suite.findall("testcase")
     pairs = {(f.variant, f.rule) for f in result.findings}

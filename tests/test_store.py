@@ -70,6 +70,7 @@ def test_reference_round_trip(tmp_path):
         loaded["x/1"].logp, topks["x/1"].logp
     )
     assert store.load_reference("other") is None
+    assert store.has_reference("task one") and not store.has_reference("other")
 
 
 def test_missing_run_is_a_clear_error(tmp_path):

@@ -25,7 +25,6 @@ def write_reports(
     With the analysis (comparisons, knees, verdict) the plot gets interval bands and
     knee marks, and the report opens with the verdict."""
     manifest = store.manifest()
-    manifest["_has_diagnostics"] = (store.root / "diagnostics" / "diagnostics.md").exists()
     summary = summarize(store.load_items() if items is None else items, manifest)
     paths = {
         "summary": store.root / "summary.csv",
@@ -43,5 +42,8 @@ def write_reports(
         plots={"knee": "plots/knee.png"},
         knees=knees,
         verdict=verdict,
+        diagnostics="diagnostics/diagnostics.md"
+        if (store.root / "diagnostics" / "diagnostics.md").exists()
+        else None,
     )
     return paths

@@ -98,8 +98,9 @@ def render_knees(knees) -> list[str]:
 
 
 def render_markdown(
-    summary: pd.DataFrame, manifest: dict, plots: dict[str, str], knees=None, verdict=None
-) -> str:
+    summary: pd.DataFrame, manifest: dict, plots: dict[str, str], knees=None, verdict=None,
+    diagnostics: str | None = None,
+) -> str:  # fmt: skip
     model = manifest.get("model", {})
     suite = manifest.get("suite", {})
     lines = [
@@ -126,9 +127,9 @@ def render_markdown(
         )
     lines += ["", *render_slices(summary), *render_knees(knees), "## Quality versus bits", ""]
     lines += [f"![{name}]({path})" for name, path in plots.items()]
-    if manifest.get("_has_diagnostics"):
+    if diagnostics:
         lines += ["", "Why it breaks — outliers, rounding error, collapse, error growth, sensitivity: "
-                  "[diagnostics/diagnostics.md](diagnostics/diagnostics.md)"]  # fmt: skip
+                  f"[{diagnostics}]({diagnostics})"]  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
@@ -139,6 +140,9 @@ def write_markdown(
     plots: dict[str, str],
     knees=None,
     verdict=None,
+    diagnostics: str | None = None,
 ) -> Path:
-    path.write_text(render_markdown(summary, manifest, plots, knees, verdict), encoding="utf-8")
+    path.write_text(
+        render_markdown(summary, manifest, plots, knees, verdict, diagnostics), encoding="utf-8"
+    )
     return path
