@@ -78,16 +78,23 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--device", default="auto",
                        help="cpu, cuda, cuda:N or auto (default: CUDA when available)")  # fmt: skip
     quant = run.add_argument_group("quantization")
-    quant.add_argument("--methods", default="rtn", help="comma-separated methods (default: rtn)")
-    quant.add_argument(
-        "--bits",
-        type=_bits,
-        default=[8, 4, 3, 2],
-        help="comma-separated bit widths (default: 8,4,3,2)",
-    )
-    quant.add_argument("--group-size", type=_group_size, default=128,
-                       help="weights per scale along the input dimension; 'channel' for one per row (default 128)")  # fmt: skip
+    quant.add_argument("--methods", default=None,
+                       help=f"comma-separated methods, each at every bit width it supports (default: rtn; known: {_method_names()})")  # fmt: skip
+    quant.add_argument("--bits", type=_bits, default=None,
+                       help="comma-separated bit widths (default: 8,4,3,2)")  # fmt: skip
+    quant.add_argument("--variants", type=Path, default=None, metavar="FILE",
+                       help="explicit configurations instead of --methods x --bits: a YAML/JSON list "
+                       "such as [{method: gptq, bits: 4, group_size: 64}]")  # fmt: skip
+    quant.add_argument("--group-size", type=_group_size, default=None,
+                       help="weights per scale along the input dimension; 'channel' for one per row "
+                       "(default: each method's own, rtn/gptq 128)")  # fmt: skip
     quant.add_argument("--symmetric", action="store_true", help="symmetric grid (no zero-point)")
+    quant.add_argument("--calibration", type=Path, default=None, metavar="FILE",
+                       help="JSONL text for calibration-based methods (default: tasks/data/calibration.jsonl)")  # fmt: skip
+    quant.add_argument("--calibration-samples", type=_positive, default=32,
+                       help="calibration windows (default 32)")  # fmt: skip
+    quant.add_argument("--calibration-length", type=_positive, default=256,
+                       help="tokens per calibration window (default 256)")  # fmt: skip
     quant.add_argument("--layer-bits", type=Path, default=None, metavar="FILE",
                        help="mixed precision: JSON {layer pattern: bits}, e.g. the plan.json of qharness diagnose")  # fmt: skip
     evaluation = run.add_argument_group("evaluation")
@@ -129,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     diag.add_argument(
         "--bits", type=_bits, default=[8, 4, 3, 2], help="bit widths (default: 8,4,3,2)"
     )
-    diag.add_argument("--group-size", type=_group_size, default=128)
+    diag.add_argument("--group-size", type=_group_size, default=None)
     diag.add_argument("--symmetric", action="store_true")
     diag.add_argument(
         "--suite",
@@ -146,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     diag.add_argument("--threads", type=_positive, default=default_threads())
     diag.add_argument("--out", type=Path, default=Path("results/diagnostics"), help="output folder")
-    diag.set_defaults(layer_bits=None, dtype="float32")
+    diag.set_defaults(layer_bits=None, dtype="float32", variants=None)
 
     suites = commands.add_parser(
         "suites", help="check suite files", description="Check suite files."
@@ -187,26 +194,30 @@ def _version() -> str:
     return __version__
 
 
-def _variants(args) -> list:
-    from harness.errors import InputError
-    from harness.methods import make_config
-    from harness.records import Variant
+def _method_names() -> str:
+    from harness.methods import METHODS
 
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    if not methods:
-        raise InputError("--methods: give at least one method")
-    options = {"group_size": args.group_size, "symmetric": args.symmetric}
+    return ", ".join(METHODS.names())
+
+
+def _variants(args) -> tuple[list, list[str]]:
+    """The variants to evaluate and the (method, bits) pairs skipped as unsupported."""
+    from harness.errors import InputError
+    from harness.variants import load_variants, sweep
+
+    if args.variants is not None:
+        if args.methods is not None or args.bits is not None:
+            raise InputError("--variants replaces --methods and --bits; give one or the other")
+        return load_variants(args.variants), []
+    methods = [m.strip() for m in (args.methods or "rtn").split(",") if m.strip()]
+    options = {}
+    if args.group_size is not None:
+        options["group_size"] = args.group_size
+    if args.symmetric:
+        options["symmetric"] = True
     if args.layer_bits is not None:
         options["layer_bits"] = _read_layer_bits(args.layer_bits)
-    variants, seen = [], set()
-    for method in methods:
-        for bits in args.bits:
-            config = make_config(method, bits=bits, **options)
-            name = config.variant_name
-            if name not in seen:
-                seen.add(name)
-                variants.append(Variant(name, config))
-    return variants
+    return sweep(methods, args.bits or [8, 4, 3, 2], options)
 
 
 def _read_layer_bits(path: Path) -> tuple[tuple[str, int], ...]:
@@ -243,7 +254,7 @@ def cmd_diagnose(args) -> int:
     from harness.report.diagnostics import write_diagnostics
     from harness.suites import load_items, load_suite
 
-    configs = [v.config for v in _variants(args)]
+    configs = [v.config for v in _variants(args)[0]]
     resolve_device(args.device)
     suite = load_suite(args.suite)
     pools = []
@@ -282,7 +293,16 @@ def cmd_run(args, argv: list[str]) -> int:
     from harness.runner import run
     from harness.suites import load_suite
 
-    variants = _variants(args)  # bad methods or bits fail before anything is loaded
+    variants, skipped = _variants(args)  # bad methods or bits fail before anything is loaded
+    for line in skipped:
+        print(f"qharness: skipping {line}", file=sys.stderr)
+    calibration = None
+    if any(v.config.needs_calibration for v in variants):
+        from harness.calibration import DEFAULT_SOURCE
+        from harness.records import CalibrationSpec
+
+        calibration = CalibrationSpec(args.calibration or DEFAULT_SOURCE, args.calibration_samples,
+                                      args.calibration_length, args.seed)  # fmt: skip
     resolve_device(args.device)
     suite = load_suite(args.suite)
     out = args.out or Path("results") / f"{Path(args.model).stem}-{suite.name}"
@@ -292,6 +312,7 @@ def cmd_run(args, argv: list[str]) -> int:
         model=ModelSpec(args.model, args.revision, args.dtype, args.trust_remote_code, args.device),
         suite_path=args.suite, out=out, variants=tuple(variants), limit=args.limit, seed=args.seed,
         threads=args.threads, batch_size=args.batch_size, kld_topk=args.kld_topk,
+        calibration=calibration, skipped=tuple(skipped),
     )  # fmt: skip
     if args.policy is not None and not args.policy.is_file():
         raise InputError(f"policy file not found: {args.policy}")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 TASK_KINDS: tuple[str, ...] = ("perplexity", "multiple_choice", "generate", "lm_eval")
 
@@ -27,10 +27,27 @@ class ModelSpec:
 
 @dataclass(frozen=True)
 class QuantConfig:
-    """Base of every method's config. Subclasses validate themselves in ``__post_init__``."""
+    """Base of every method's config. Subclasses validate themselves in ``__post_init__``.
+
+    ``supported_bits`` lists the bit widths a method accepts; ``needs_calibration`` marks
+    methods that read activations of calibration text.
+    """
 
     method: str = field(init=False, default="")
     bits: int = 8
+    supported_bits: ClassVar[tuple[int, ...]] = ()
+    needs_calibration: ClassVar[bool] = False
+
+
+@dataclass(frozen=True)
+class CalibrationSpec:
+    """Calibration text for calibration-based methods: ``n_samples`` windows of
+    ``seq_len`` tokens drawn (seeded) from the JSONL ``source`` (a ``text`` field per line)."""
+
+    source: Path
+    n_samples: int = 32
+    seq_len: int = 256
+    seed: int = 0
 
 
 @dataclass(frozen=True)
@@ -58,6 +75,7 @@ class QuantReport:
     model_bytes: int  # packed quantized layers + everything else at 16 bits
     simulated: bool  # True: evaluated as quantize->dequantize float weights
     seconds: float
+    note: str = ""  # how the size was counted, layers a method left alone, and the like
 
 
 @dataclass(frozen=True)
@@ -110,6 +128,8 @@ class RunSpec:
     threads: int = 1
     batch_size: int = 8
     kld_topk: int = 128
+    calibration: CalibrationSpec | None = None
+    skipped: tuple[str, ...] = ()  # (method, bits) pairs left out as unsupported, for the report
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,9 @@ from torch import nn
 from tqdm import tqdm
 
 import harness
+from harness.calibration import calibration_record, item_texts, load_calibration
 from harness.diagnostics import base_precision
+from harness.errors import InputError
 from harness.evaluate.lm_eval_adapter import run_samples, to_rows
 from harness.evaluate.scorer import Scorer
 from harness.evaluate.tasks import evaluate_task, perplexity, prepare
@@ -141,7 +143,8 @@ def run(
                     max_length=max_length, topk=spec.kld_topk)  # fmt: skip
     master = MasterCopy(model)
     variants = [BASELINE, *spec.variants]
-    store.update_manifest(variants={BASELINE.name: _baseline_record(model)})
+    store.update_manifest(variants={BASELINE.name: _baseline_record(model)},
+                          skipped_variants=list(spec.skipped))  # fmt: skip
 
     def units(task) -> int:
         if task.kind == "lm_eval":
@@ -155,6 +158,19 @@ def run(
     bar = tqdm(
         total=total, unit="req", disable=not progress or None, dynamic_ncols=True, file=sys.stderr
     )
+    stored = store.manifest().get("variants", {})
+    records = {}
+    for variant in spec.variants:  # a changed config or calibration must not mix with stored rows
+        records[variant.name] = {"config": config_to_dict(variant.config)}
+        if variant.config.needs_calibration:
+            records[variant.name]["calibration"] = calibration_record(spec.calibration)
+        if any(store.has(variant.name, t.name) for t in suite.tasks):
+            _check_unchanged(stored.get(variant.name), records[variant.name], variant.name)
+    calibration = None
+    if any(pending[v.name] for v in spec.variants if v.config.needs_calibration):
+        items = (item for task_list in task_items.values() for item in task_list)
+        calibration = load_calibration(spec.calibration, tokenizer, item_texts(items), prefix)
+        store.update_manifest(calibration=calibration.record())
     references = {}
     for variant in variants:
         if not pending[variant.name]:
@@ -162,9 +178,10 @@ def run(
         master.restore()
         if variant.config is not None:
             bar.set_description(f"{variant.name} · quantize")
-            report = quantize_(model, variant.config)
-            store.update_manifest(variants={variant.name: {
-                "config": config_to_dict(variant.config), **asdict(report)}})  # fmt: skip
+            report = quantize_(model, variant.config, calibration)
+            store.update_manifest(
+                variants={variant.name: {**records[variant.name], **asdict(report)}}
+            )
         for task in pending[variant.name]:
             bar.set_description(f"{variant.name} · {task.name}")
             reference = None
@@ -196,6 +213,17 @@ def run(
                                    "total_last_invocation": round(time.perf_counter() - started, 3)},
                           peak_rss_mib=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1))  # fmt: skip
     return store
+
+
+def _check_unchanged(stored: dict | None, record: dict, name: str) -> None:
+    """Refuse to append rows of a variant whose configuration or calibration changed
+    since some of its rows were stored under the same name."""
+    if stored is None:
+        return
+    changed = [key for key, value in record.items() if stored.get(key) != value]
+    if changed:
+        raise InputError(f"variant {name!r} was stored with another {' and '.join(changed)}; "
+                         "write to a new --out, or delete the run folder to start afresh")  # fmt: skip
 
 
 def _item_limit(spec: RunSpec, task) -> int | None:

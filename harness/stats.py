@@ -15,6 +15,7 @@ knee of the quality-versus-bits curve.
 from __future__ import annotations
 
 import math
+import re
 import zlib
 
 import numpy as np
@@ -216,13 +217,28 @@ def knee_loss(comparison: Comparison) -> float:
     return math.log1p(comparison.loss) if comparison.loss > -1 else -math.inf
 
 
+def families(variants: dict[str, dict]) -> dict[str, str]:
+    """The curve each variant belongs to on a quality-versus-bits plot: its method, or,
+    when a method has two variants at one bit width (two group sizes, nf4 and fp4), its
+    name without the ``-wBITS`` part."""
+    seen: dict[tuple[str, int], int] = {}
+    for info in variants.values():
+        key = (info.get("method", "none"), int(info.get("bits", 16)))
+        seen[key] = seen.get(key, 0) + 1
+    crowded = {method for (method, _), n in seen.items() if n > 1 and method != "none"}
+    return {name: re.sub(r"-w\d+", "-", name).replace("--", "-").rstrip("-") if info.get("method") in crowded
+            else info.get("method", "none") for name, info in variants.items()}  # fmt: skip
+
+
 def knees(comparisons: list[Comparison], variants: dict[str, dict]) -> pd.DataFrame:
-    """The knee per method x task x slice, from the comparisons and each variant's bits."""
+    """The knee per method (curve, see :func:`families`) x task x slice, from the
+    comparisons and each variant's bits."""
     records = []
+    family = families(variants)
     by_key: dict[tuple[str, str, str], list[tuple[int, float]]] = {}
     for c in comparisons:
         info = variants.get(c.variant, {})
-        key = (info.get("method", "?"), c.task, c.slice)
+        key = (family.get(c.variant, "?"), c.task, c.slice)
         by_key.setdefault(key, []).append((int(info.get("bits", 16)), knee_loss(c)))
     for (method, task, slice_), points in by_key.items():
         points = [(16, 0.0), *sorted(points, reverse=True)]

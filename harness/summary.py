@@ -6,7 +6,7 @@ import math
 
 import pandas as pd
 
-from harness.stats import add_fragile, explode_slices
+from harness.stats import add_fragile, explode_slices, families
 
 SUMMARY_COLUMNS = [
     "variant", "method", "bits", "effective_bits", "model_bytes", "task", "slice", "kind", "metric",
@@ -30,6 +30,7 @@ def summarize(items: pd.DataFrame, manifest: dict) -> pd.DataFrame:
     tasks = {t["name"]: t for t in manifest.get("suite", {}).get("tasks", [])}
     variants = manifest.get("variants", {})
     order = [v for v in variants if v in set(items["variant"])]
+    family = families(variants)
     baseline = {}
     out = []
     exploded = explode_slices(add_fragile(items))
@@ -46,7 +47,7 @@ def summarize(items: pd.DataFrame, manifest: dict) -> pd.DataFrame:
             out.append(
                 {
                     "variant": variant,
-                    "method": info.get("method", "none"),
+                    "method": family.get(variant, "none"),
                     "bits": info.get("bits", 16),
                     "effective_bits": info.get("effective_bits", 16.0),
                     "model_bytes": info.get("model_bytes"),

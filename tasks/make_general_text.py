@@ -74,16 +74,18 @@ def prose_paragraphs(rst: str) -> list[str]:
     return paragraphs
 
 
-def build(sources: Path, words: int, max_items: int) -> list[dict]:
+def build(
+    sources: Path, words: int, max_items: int, pages=PAGES, prefix: str = "tutorial"
+) -> list[dict]:
     items, current, page_of = [], [], None
-    for page in PAGES:
+    for page in pages:
         for paragraph in prose_paragraphs(
             (sources / f"{page}.rst.txt").read_text(encoding="utf-8")
         ):
             current.append(paragraph)
             page_of = page_of or page
             if sum(len(p.split()) for p in current) >= words:
-                items.append({"id": f"tutorial-{len(items):02d}", "source": f"tutorial/{page_of}",
+                items.append({"id": f"{prefix}-{len(items):02d}", "source": f"{prefix}/{page_of}",
                               "text": "\n\n".join(current)})  # fmt: skip
                 current, page_of = [], None
                 if len(items) == max_items:
@@ -91,11 +93,11 @@ def build(sources: Path, words: int, max_items: int) -> list[dict]:
     return items
 
 
-def fetch_sources(workdir: Path) -> Path:
+def fetch_sources(workdir: Path, folder: str = "tutorial") -> Path:
     subprocess.run(["apt-get", "download", "python3.11-doc"], cwd=workdir, check=True)
     deb = next(workdir.glob("python3.11-doc_*.deb"))
     subprocess.run(["dpkg-deb", "-x", str(deb), str(workdir / "x")], check=True)
-    return workdir / "x/usr/share/doc/python3.11/html/_sources/tutorial"
+    return workdir / "x/usr/share/doc/python3.11/html/_sources" / folder
 
 
 def main() -> None:

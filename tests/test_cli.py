@@ -7,7 +7,7 @@ import json
 import pandas as pd
 import pytest
 
-from harness.cli import EXIT_OK, EXIT_USAGE, main
+from harness.cli import EXIT_GATE_FAILED, EXIT_OK, EXIT_USAGE, main
 
 
 def run_cli(args: list[str], capsys) -> tuple[int, str]:
@@ -23,8 +23,17 @@ def run_cli(args: list[str], capsys) -> tuple[int, str]:
     "args,message",
     [
         (["run", "--methods", "rtm"], "unknown quantization method 'rtm'; did you mean 'rtn'"),
-        (["run", "--bits", "9"], "method 'rtn' supports bits 2-8, not 9"),
-        (["run", "--bits", "1,4"], "method 'rtn' supports bits 2-8, not 1"),
+        (["run", "--bits", "9"], "no chosen method supports 9 bits (rtn: 8, 7, 6, 5, 4, 3, 2)"),
+        (["run", "--bits", "1,4"], "no chosen method supports 1 bits (rtn: 8, 7, 6, 5, 4, 3, 2)"),
+        (
+            ["run", "--methods", "gguf", "--bits", "8", "--group-size", "64"],
+            "method 'gguf' has no option(s) group_size",
+        ),
+        (
+            ["run", "--methods", "gguf", "--bits", "4", "--variants", "v.yaml"],
+            "--variants replaces --methods",
+        ),
+        (["run", "--variants", "no/such.yaml"], "--variants: file not found: no/such.yaml"),
         (["run", "--bits", "four"], "bits must be comma-separated integers"),
         (["run", "--suite", "no/such/suite.yaml"], "suite file not found: no/such/suite.yaml"),
         (["run", "--limit", "0"], "expected a positive integer"),
@@ -32,7 +41,7 @@ def run_cli(args: list[str], capsys) -> tuple[int, str]:
         (["report", "no/such/run"], "no qharness run at no/such/run"),
         (["run", "--layer-bits", "no/plan.json"], "--layer-bits: file not found"),
         (["gate", "no/such/run"], "no qharness run at no/such/run"),
-        (["diagnose", "--bits", "1"], "method 'rtn' supports bits 2-8, not 1"),
+        (["diagnose", "--bits", "1"], "no chosen method supports 1 bits"),
         (["frobnicate"], "invalid choice"),
     ],
 )
@@ -103,10 +112,7 @@ def test_end_to_end_on_a_tiny_model(tiny_model_dir, tiny_suite, tmp_path, capsys
     (out / "diagnostics").mkdir()
     (out / "diagnostics" / "diagnostics.md").write_text("# Diagnostics\n")
     run_cli(["report", str(out)], capsys)
-    assert (
-        "[diagnostics/diagnostics.md](diagnostics/diagnostics.md)"
-        in (out / "report.md").read_text()
-    )
+    assert "[why it breaks](diagnostics/diagnostics.md)" in (out / "report.md").read_text()
 
 
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the no-CUDA error")
@@ -115,3 +121,57 @@ def test_cuda_without_a_gpu_is_a_usage_error(capsys):
     assert code == EXIT_USAGE and "no CUDA device is available" in err
     code, err = run_cli(["run", "--device", "tpu9"], capsys)
     assert code == EXIT_USAGE and "unknown device 'tpu9'" in err
+
+
+def test_several_methods_with_calibration_on_a_tiny_model(
+    tiny_model_dir, tiny_suite, tmp_path, capsys
+):
+    calib = tmp_path / "calib.jsonl"
+    prose = " ".join(f"Sentence {i} says something plain about item {i % 5}." for i in range(200))
+    calib.write_text(json.dumps({"text": prose}) + "\n", encoding="utf-8")
+    out = tmp_path / "run"
+    common = ["run", "--model", str(tiny_model_dir), "--suite", str(tiny_suite), "--out", str(out),
+              "--calibration", str(calib), "--calibration-samples", "8", "--calibration-length", "32",
+              "--threads", "1", "--no-progress"]  # fmt: skip
+    g32 = ["--group-size", "32"]
+    code, err = run_cli([*common, "--methods", "rtn,gptq,bnb", "--bits", "4,3", *g32], capsys)
+    assert code == EXIT_USAGE and "method 'bnb' has no option(s) group_size" in err
+    code, err = run_cli([*common, "--methods", "bnb", "--bits", "3"], capsys)
+    assert code == EXIT_USAGE and "no chosen method supports 3 bits (bnb: 8, 4)" in err
+
+    code, err = run_cli([*common, "--methods", "rtn,gptq", "--bits", "4,3", *g32], capsys)
+    assert code in (EXIT_OK, EXIT_GATE_FAILED), err
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["calibration"]["n_samples"] == 8 and manifest["calibration"]["seq_len"] == 32
+    assert manifest["variants"]["gptq-w3g32"]["calibration"] == manifest["calibration"]
+    assert "calibration" not in manifest["variants"]["rtn-w3g32"]
+    items = pd.read_parquet(out / "items.parquet")
+    assert set(items["variant"]) == {
+        "baseline",
+        "rtn-w4g32",
+        "rtn-w3g32",
+        "gptq-w4g32",
+        "gptq-w3g32",
+    }
+
+    # bnb has no 3-bit format: skipped, and the report says so
+    code, err = run_cli([*common, "--methods", "bnb,rtn", "--bits", "4,3"], capsys)
+    assert code in (EXIT_OK, EXIT_GATE_FAILED), err
+    assert "skipping bnb at 3 bits: not supported (supports 8, 4)" in err
+    assert "bnb at 3 bits: not supported" in (out / "report.md").read_text()
+    assert "bnb-w4g64" in set(pd.read_parquet(out / "items.parquet")["variant"])
+
+    # a stored variant whose calibration changed is refused, not mixed
+    calib.write_text(json.dumps({"text": prose + " More text."}) + "\n", encoding="utf-8")
+    code, err = run_cli([*common, "--methods", "gptq", "--bits", "4", *g32], capsys)
+    assert code == EXIT_USAGE and "was stored with another calibration" in err
+
+
+def test_calibration_overlapping_the_suite_is_refused(tiny_model_dir, tiny_suite, tmp_path, capsys):
+    calib = tmp_path / "calib.jsonl"
+    leaked = "The quick brown fox number 2 jumps over the lazy dog. " * 3
+    calib.write_text(json.dumps({"text": "Preface. " + leaked * 4}) + "\n", encoding="utf-8")
+    code, err = run_cli(["run", "--model", str(tiny_model_dir), "--suite", str(tiny_suite),
+                         "--out", str(tmp_path / "run"), "--methods", "gptq", "--bits", "4",
+                         "--group-size", "32", "--calibration", str(calib), "--no-progress"], capsys)  # fmt: skip
+    assert code == EXIT_USAGE and "shares a run of 13 words with an evaluation item" in err

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import importlib
 import json
+import math
 import time
 from collections.abc import Callable
 
@@ -27,6 +29,11 @@ from harness.registry import Registry, UnknownName
 # method name -> config class (lazy "module:attr" until first use)
 METHODS: Registry[type[QuantConfig]] = Registry("quantization method")
 METHODS.register("rtn", "harness.methods.rtn:RTNConfig")
+METHODS.register("gptq", "harness.methods.gptq:GPTQConfig")
+METHODS.register("hqq", "harness.methods.hqq:HQQConfig")
+METHODS.register("bnb", "harness.methods.bnb:BnbConfig")
+METHODS.register("gguf", "harness.methods.gguf:GGUFConfig")
+METHODS.register("torchao", "harness.methods.torchao:TorchaoConfig")
 
 Handler = Callable[..., QuantReport]
 _HANDLERS: dict[type[QuantConfig], Handler] = {}
@@ -110,13 +117,68 @@ def model_bytes_16bit(model: nn.Module, excluding: set[int] = frozenset()) -> in
     return sum(2 * p.numel() for p in model.parameters() if id(p) not in excluding)
 
 
+def check_bits(config: QuantConfig, *bits: int) -> None:
+    """Raise a ValueError naming the method and what it supports for any unsupported width."""
+    for b in bits or (config.bits,):
+        if b not in config.supported_bits:
+            supported = ", ".join(map(str, config.supported_bits))
+            raise ValueError(f"method {config.method!r} supports bits {supported}, not {b}")
+
+
+def unquantized_bytes(model: nn.Module, layers: list[tuple[str, nn.Module]]) -> int:
+    """Bytes at 16 bits of every parameter except the weights of ``layers`` (call it before
+    a method replaces modules or tensors). Biases stay in 16 bits."""
+    return model_bytes_16bit(model, excluding={id(layer.weight) for _, layer in layers})
+
+
+def size_report(
+    method: str,
+    bits: int,
+    n_layers: int,
+    n_weights: int,
+    stored_bits: int,
+    rest_bytes: int,
+    *,
+    simulated: bool,
+    note: str = "",
+) -> QuantReport:
+    """Size accounting shared by every method: ``stored_bits`` of codes, scales and zeros
+    for the ``n_weights`` quantized weights, plus ``rest_bytes`` for everything else."""
+    packed = math.ceil(stored_bits / 8)
+    return QuantReport(
+        method=method,
+        bits=bits,
+        n_layers=n_layers,
+        n_weights=n_weights,
+        packed_bytes=packed,
+        effective_bits=stored_bits / max(n_weights, 1),
+        model_bytes=packed + rest_bytes,
+        simulated=simulated,
+        seconds=0.0,
+        note=note,
+    )
+
+
+def require(module: str, extra: str):
+    """Import an optional library, or fail with the ``pip install`` line that provides it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise InputError(
+            f"this method needs the {module!r} package ({exc}); install it with "
+            f"`pip install -c constraints.txt -e '.[{extra}]'`"
+        ) from None
+
+
 class MasterCopy:
     """A float copy of every Linear layer, so each variant starts from the base weights
-    without reloading the model. Layers a method replaced are put back too."""
+    without reloading the model. Layers a method replaced, and parameters it swapped for
+    quantized tensors, are put back too."""
 
     def __init__(self, model: nn.Module) -> None:
         self.model = model
         self.layers = {name: m for name, m in model.named_modules() if isinstance(m, nn.Linear)}
+        self.params = {name: dict(m._parameters) for name, m in self.layers.items()}
         self.tensors = {
             name: {key: t.detach().clone() for key, t in m.named_parameters(recurse=False)}
             for name, m in self.layers.items()
@@ -127,5 +189,8 @@ class MasterCopy:
         for name, layer in self.layers.items():
             if self.model.get_submodule(name) is not layer:
                 self.model.set_submodule(name, layer)
-            for key, tensor in layer.named_parameters(recurse=False):
-                tensor.copy_(self.tensors[name][key])
+            for key, param in self.params[name].items():
+                if layer._parameters.get(key) is not param:
+                    layer._parameters[key] = param
+                if param is not None:
+                    param.copy_(self.tensors[name][key])

@@ -11,14 +11,21 @@ from __future__ import annotations
 import fnmatch
 import math
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 from torch import nn
 
-from harness.methods import model_bytes_16bit, register_method, select_linears
+from harness.methods import (
+    check_bits,
+    register_method,
+    select_linears,
+    size_report,
+    unquantized_bytes,
+)
 from harness.records import QuantConfig, QuantReport
 
-SUPPORTED_BITS = range(2, 9)
+SUPPORTED_BITS = (8, 7, 6, 5, 4, 3, 2)
 
 
 @dataclass(frozen=True)
@@ -35,10 +42,10 @@ class RTNConfig(QuantConfig):
     # mixed precision: (layer-name pattern, bits) pairs; the first match overrides ``bits``
     layer_bits: tuple[tuple[str, int], ...] = ()
 
+    supported_bits: ClassVar[tuple[int, ...]] = SUPPORTED_BITS
+
     def __post_init__(self) -> None:
-        for b in (self.bits, *(b for _, b in self.layer_bits)):
-            if b not in SUPPORTED_BITS:
-                raise ValueError(f"method 'rtn' supports bits 2-8, not {b}")
+        check_bits(self, self.bits, *(b for _, b in self.layer_bits))
         if self.group_size is not None and self.group_size < 1:
             raise ValueError(f"method 'rtn': group_size must be positive, not {self.group_size}")
 
@@ -56,20 +63,33 @@ class RTNConfig(QuantConfig):
         return self.bits
 
 
-def _fake_quantize_groups(groups: torch.Tensor, bits: int, symmetric: bool) -> torch.Tensor:
-    """Quantize->dequantize along the last dimension (one group per row of it)."""
+def grid(groups: torch.Tensor, bits: int, symmetric: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-row (scale, zero-point) of the min/max grid of each row of ``groups`` (the zero
+    is an integer code; 0 when symmetric)."""
     if symmetric:
         qmax = 2 ** (bits - 1) - 1
         scale = groups.abs().amax(dim=-1, keepdim=True).clamp(min=1e-12) / qmax
-        codes = torch.clamp(torch.round(groups / scale), -qmax - 1, qmax)
-        return codes * scale
+        return scale, torch.zeros_like(scale)
     qmax = 2**bits - 1
     low = groups.amin(dim=-1, keepdim=True)
     high = groups.amax(dim=-1, keepdim=True)
     scale = ((high - low) / qmax).clamp(min=1e-12)
-    zero = torch.clamp(torch.round(-low / scale), 0, qmax)
-    codes = torch.clamp(torch.round(groups / scale) + zero, 0, qmax)
+    return scale, torch.clamp(torch.round(-low / scale), 0, qmax)
+
+
+def round_to_grid(
+    values: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, bits: int, symmetric: bool
+) -> torch.Tensor:
+    """Round ``values`` to the nearest code of the grid and map back to float."""
+    low, high = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if symmetric else (0, 2**bits - 1)
+    codes = torch.clamp(torch.round(values / scale) + zero, low, high)
     return (codes - zero) * scale
+
+
+def _fake_quantize_groups(groups: torch.Tensor, bits: int, symmetric: bool) -> torch.Tensor:
+    """Quantize->dequantize along the last dimension (one group per row of it)."""
+    scale, zero = grid(groups, bits, symmetric)
+    return round_to_grid(groups, scale, zero, bits, symmetric)
 
 
 def fake_quantize(
@@ -98,22 +118,12 @@ def storage_bits(shape: tuple[int, int], config: RTNConfig, bits: int | None = N
 @register_method(RTNConfig)
 def quantize_rtn(model: nn.Module, config: RTNConfig, calib=None) -> QuantReport:
     layers = select_linears(model, config.ignore)
+    rest = unquantized_bytes(model, layers)
     total_bits = n_weights = 0
     for name, layer in layers:
         bits = config.bits_for(name)
         layer.weight.copy_(fake_quantize(layer.weight, bits, config.group_size, config.symmetric))
         total_bits += storage_bits(tuple(layer.weight.shape), config, bits)
         n_weights += layer.weight.numel()
-    packed = math.ceil(total_bits / 8)
-    rest = model_bytes_16bit(model, excluding={id(layer.weight) for _, layer in layers})
-    return QuantReport(
-        method="rtn",
-        bits=config.bits,
-        n_layers=len(layers),
-        n_weights=n_weights,
-        packed_bytes=packed,
-        effective_bits=total_bits / max(n_weights, 1),
-        model_bytes=packed + rest,
-        simulated=True,
-        seconds=0.0,
-    )
+    return size_report("rtn", config.bits, len(layers), n_weights, total_bits, rest, simulated=True,
+                       note="scales and zero-points counted at 16 bits")  # fmt: skip

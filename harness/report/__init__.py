@@ -1,4 +1,8 @@
-"""Reports written from stored results only: never needs the model."""
+"""Reports written from stored results only: never needs the model.
+
+Every file is a pure function of the stored rows, the manifest and the analysis, so
+``qharness report`` rewrites them byte for byte (timestamps live in the manifest only).
+"""
 
 from __future__ import annotations
 
@@ -7,10 +11,15 @@ from pathlib import Path
 import pandas as pd
 
 from harness.records import Verdict
+from harness.report import plots, views
+from harness.report.html import write_html
 from harness.report.markdown import write_markdown
-from harness.report.plots import plot_knee
+from harness.stats import families
 from harness.store import RunStore
 from harness.summary import summarize
+
+PLOTS = {"knee": "plots/knee.png", "slices": "plots/knee_slices.png", "pareto": "plots/pareto.png",
+         "heatmap": "plots/heatmap.png", "flips": "plots/flips.png"}  # fmt: skip
 
 
 def write_reports(
@@ -21,29 +30,85 @@ def write_reports(
     verdict: Verdict | None = None,
     items: pd.DataFrame | None = None,
 ) -> dict[str, Path]:
-    """(Re)write ``summary.csv``, ``plots/knee.png`` and ``report.md`` of a stored run.
-    With the analysis (comparisons, knees, verdict) the plot gets interval bands and
-    knee marks, and the report opens with the verdict."""
+    """(Re)write ``summary.csv``, the plots, ``report.md`` and ``report.html``."""
     manifest = store.manifest()
-    summary = summarize(store.load_items() if items is None else items, manifest)
-    paths = {
-        "summary": store.root / "summary.csv",
-        "knee": store.root / "plots" / "knee.png",
-        "report": store.root / "report.md",
+    items = store.load_items() if items is None else items
+    comparisons = pd.DataFrame() if comparisons is None else comparisons
+    summary = summarize(items, manifest)
+    root = store.root
+    paths = {name: root / rel for name, rel in PLOTS.items()}
+    paths |= {
+        "summary": root / "summary.csv",
+        "report": root / "report.md",
+        "html": root / "report.html",
     }
     summary.to_csv(paths["summary"], index=False, float_format="%.6g")
-    plot_knee(
-        summary[summary["slice"] == "all"], paths["knee"], comparisons=comparisons, knees=knees
-    )
-    write_markdown(
-        summary,
-        manifest,
-        paths["report"],
-        plots={"knee": "plots/knee.png"},
+
+    variants = {
+        v: info for v, info in manifest.get("variants", {}).items() if v in set(summary["variant"])
+    }
+    family = families(variants)
+    table = views.variant_table(summary, comparisons, manifest, verdict)
+    grid = views.method_by_bits(table, manifest)
+    per_slice = views.slice_kept(comparisons)
+    slices = views.slice_order(per_slice["slice"]) if len(per_slice) else []
+    slice_knees = views.slice_knees(per_slice, manifest) if len(per_slice) else None
+    findings = verdict.findings if verdict is not None else []
+
+    plots.plot_knee(
+        summary[summary["slice"] == "all"],
+        paths["knee"],
+        comparisons=None if comparisons.empty else comparisons,
         knees=knees,
-        verdict=verdict,
-        diagnostics="diagnostics/diagnostics.md"
-        if (store.root / "diagnostics" / "diagnostics.md").exists()
-        else None,
     )
+    plots.plot_slices(per_slice, variants, family, slice_knees, slices or ["all"], paths["slices"])
+    plots.plot_pareto(table, family, paths["pareto"])
+    heat = _heat(per_slice, table, slices)
+    flags = pd.DataFrame(
+        [[views.worst_severity(findings, v, s) for v in heat.columns] for s in heat.index]
+    )
+    plots.plot_heatmap(heat, flags, paths["heatmap"])
+    flips = _flips(comparisons, table)
+    plots.plot_flips(flips, paths["flips"])
+
+    links = {"full report": "report.html", "quality per slice": PLOTS["slices"], "per task": PLOTS["knee"],
+             "size vs quality": PLOTS["pareto"], "heat map": PLOTS["heatmap"]}  # fmt: skip
+    if (root / "diagnostics" / "diagnostics.md").exists():
+        links["why it breaks"] = "diagnostics/diagnostics.md"
+    write_markdown(paths["report"], table, grid, manifest, verdict, links, slice_knees)
+    write_html(
+        paths["html"], manifest=manifest, verdict=verdict, table=table, grid=grid,
+        ppl_grid=views.method_by_bits(table, manifest, "ppl") if table["ppl"].notna().any() else pd.DataFrame(),
+        flips=flips, examples=views.broken_examples(items, findings, variants),
+        flags=_flag_lines(findings, table), images={k: paths[k] for k in PLOTS},
+    )  # fmt: skip
     return paths
+
+
+def _heat(per_slice: pd.DataFrame, table: pd.DataFrame, slices: list[str]) -> pd.DataFrame:
+    order = [v for v in table["variant"] if v != "baseline"]
+    if per_slice.empty or not order:
+        return pd.DataFrame([[float("nan")]], index=["all"], columns=["(no variants)"])
+    grid = per_slice.pivot_table(index="slice", columns="variant", values="kept", sort=False)
+    return grid.reindex(index=slices, columns=order)
+
+
+def _flips(comparisons: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
+    if comparisons.empty:
+        return pd.DataFrame(columns=["variant", "items", "lost", "gained", "net"])
+    overall = comparisons[(comparisons["slice"] == "all") & comparisons["lost"].notna()]
+    if overall.empty:
+        return pd.DataFrame(columns=["variant", "items", "lost", "gained", "net"])
+    sums = overall.groupby("variant", sort=False).agg(
+        items=("n", "sum"), lost=("lost", "sum"), gained=("gained", "sum")
+    )
+    order = [v for v in table["variant"] if v in sums.index]
+    sums = sums.reindex(order).astype(int).reset_index()
+    return sums.assign(net=sums["gained"] - sums["lost"])
+
+
+def _flag_lines(findings, table: pd.DataFrame) -> list[str]:
+    rank = {v: i for i, v in enumerate(table["variant"])}
+    flagged = [f for f in findings if f.severity != "pass"]
+    flagged.sort(key=lambda f: (rank.get(f.variant, 0), f.severity != "fail", f.task, f.slice))
+    return [f"[{f.severity}] {f.message}" for f in flagged]

@@ -1,0 +1,230 @@
+"""GPTQ (Frantar et al., 2022): quantize each Linear column by column, pushing every
+column's rounding error onto the columns not yet quantized through the inverse Hessian
+of the layer's inputs, so the layer's *outputs* on calibration text change least.
+
+A native implementation of the reference algorithm (IST-DASLab ``gptq``): Hessian
+``2XᵀX/n`` from calibration activations, dampening, Cholesky of its inverse, lazy
+block updates, one min/max grid per group (the RTN grid, so the two methods differ
+only in error feedback), optional act-order with static groups. Decoder blocks are
+processed in order, each seeing the outputs of the already-quantized blocks before it.
+Evaluated as simulated quantize->dequantize float weights.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from harness.errors import InputError
+from harness.methods import (
+    check_bits,
+    register_method,
+    select_linears,
+    size_report,
+    unquantized_bytes,
+)
+from harness.methods.rtn import fake_quantize, grid, round_to_grid
+from harness.records import QuantConfig, QuantReport
+
+
+@dataclass(frozen=True)
+class GPTQConfig(QuantConfig):
+    """GPTQ at ``bits``; ``group_size=None`` means one grid per output channel."""
+
+    method: str = field(init=False, default="gptq")
+    bits: int = 4
+    group_size: int | None = 128
+    symmetric: bool = False
+    act_order: bool = False  # quantize columns by falling Hessian diagonal (static groups)
+    damp: float = 0.01  # fraction of the mean Hessian diagonal added to it
+    block_size: int = 128  # columns per lazy-update block
+    batch_size: int = 8  # calibration sequences per forward pass
+    ignore: tuple[str, ...] = ("lm_head",)
+
+    supported_bits: ClassVar[tuple[int, ...]] = (8, 7, 6, 5, 4, 3, 2)
+    needs_calibration: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        check_bits(self)
+        if self.group_size is not None and self.group_size < 1:
+            raise ValueError(f"method 'gptq': group_size must be positive, not {self.group_size}")
+        if not 0 < self.damp < 1:
+            raise ValueError(f"method 'gptq': damp must lie in (0, 1), not {self.damp}")
+
+    @property
+    def variant_name(self) -> str:
+        group = f"g{self.group_size}" if self.group_size else ""
+        flags = ("-sym" if self.symmetric else "") + ("-act" if self.act_order else "")
+        return f"gptq-w{self.bits}{group}{flags}"
+
+
+class GPTQ:
+    """One Linear layer: ``add_batch`` its inputs, then ``quantize`` its weight."""
+
+    def __init__(self, layer: nn.Linear) -> None:
+        self.layer = layer
+        cols = layer.in_features
+        self.hessian = torch.zeros(cols, cols, device=layer.weight.device)
+        self.n_rows = 0
+
+    def add_batch(self, inputs: torch.Tensor) -> None:
+        x = inputs.reshape(-1, inputs.shape[-1]).float()
+        self.hessian *= self.n_rows / (self.n_rows + len(x))
+        self.n_rows += len(x)
+        x = x * math.sqrt(2 / self.n_rows)
+        self.hessian += x.T @ x
+
+    def quantize(self, config: GPTQConfig) -> torch.Tensor:
+        """The quantized (dequantized float) weight; the layer is left unchanged."""
+        weight = self.layer.weight.detach().float().clone()
+        hessian, self.hessian = self.hessian, None
+        rows, cols = weight.shape
+        dead = torch.diag(hessian) == 0
+        hessian[dead, dead] = 1
+        weight[:, dead] = 0
+        g = config.group_size or cols
+        bits, sym = config.bits, config.symmetric
+
+        perm = static = None
+        if config.act_order:  # groups keep their original columns: grids fixed up front
+            static = [grid(weight[:, s : s + g], bits, sym) for s in range(0, cols, g)]
+            perm = torch.argsort(torch.diag(hessian), descending=True)
+            weight, hessian = weight[:, perm], hessian[perm][:, perm]
+        h_inv = _upper_cholesky_of_inverse(hessian, config.damp)
+
+        quantized = torch.zeros_like(weight)
+        scale = zero = None
+        for i1 in range(0, cols, config.block_size):
+            i2 = min(i1 + config.block_size, cols)
+            w1, h1 = weight[:, i1:i2].clone(), h_inv[i1:i2, i1:i2]
+            errors = torch.zeros_like(w1)
+            for i in range(i2 - i1):
+                col = i1 + i
+                if static is not None:
+                    scale, zero = static[int(perm[col]) // g]
+                elif col % g == 0:  # a new group: its grid from the error-updated weights
+                    end = min(col + g, cols)
+                    scale, zero = grid(
+                        torch.cat([w1[:, i:], weight[:, i2:end]], 1)[:, : end - col], bits, sym
+                    )
+                w = w1[:, i]
+                q = round_to_grid(w.unsqueeze(1), scale, zero, bits, sym).flatten()
+                quantized[:, col] = q
+                err = (w - q) / h1[i, i]
+                w1[:, i:] -= err.unsqueeze(1) @ h1[i, i:].unsqueeze(0)
+                errors[:, i] = err
+            weight[:, i2:] -= errors @ h_inv[i1:i2, i2:]
+        if perm is not None:
+            quantized = quantized[:, torch.argsort(perm)]
+        return quantized.to(self.layer.weight.dtype)
+
+
+def _upper_cholesky_of_inverse(hessian: torch.Tensor, damp: float) -> torch.Tensor:
+    """Upper Cholesky factor of (H + λI)⁻¹, raising λ tenfold while H is not positive definite."""
+    eye = torch.eye(len(hessian), device=hessian.device)
+    mean_diag = torch.diag(hessian).mean()
+    for attempt in range(4):
+        factor, info = torch.linalg.cholesky_ex(hessian + damp * 10**attempt * mean_diag * eye)
+        if info == 0:
+            return torch.linalg.cholesky(torch.cholesky_inverse(factor), upper=True)
+    raise RuntimeError("GPTQ: the Hessian is not positive definite even with 1000x dampening")
+
+
+class _Captured(Exception):
+    pass
+
+
+def _decoder_blocks(model: nn.Module, layers) -> nn.ModuleList:
+    """The ModuleList holding most of the layers to quantize (a decoder's blocks)."""
+    lists = [m for m in model.modules() if isinstance(m, nn.ModuleList) and len(m) > 0]
+    chosen = {id(layer) for _, layer in layers}
+
+    def held(ml):
+        return sum(id(m) in chosen for m in ml.modules())
+
+    best = max(lists, key=held, default=None)
+    if best is None or held(best) == 0:
+        raise InputError(
+            "method 'gptq': found no stack of decoder blocks holding the Linear layers"
+        )
+    return best
+
+
+def _block_inputs(model, first_block, tokens: torch.Tensor, batch_size: int):
+    """Run the model up to its first block: its call arguments per batch (the hidden
+    states as the ``hidden_states`` keyword)."""
+    captured = []
+
+    def grab(_module, args, kwargs):
+        kwargs = dict(kwargs)
+        if args:
+            args, kwargs["hidden_states"] = args[1:], args[0]
+        captured.append((args, kwargs))
+        raise _Captured
+
+    handle = first_block.register_forward_pre_hook(grab, with_kwargs=True)
+    try:
+        device = next(model.parameters()).device
+        for start in range(0, len(tokens), batch_size):
+            try:
+                model(input_ids=tokens[start : start + batch_size].to(device), use_cache=False)
+            except _Captured:
+                pass
+    finally:
+        handle.remove()
+    return captured
+
+
+def _feed(solver: GPTQ):
+    return lambda _module, inputs, _output: solver.add_batch(inputs[0])
+
+
+def _output(result):
+    return result[0] if isinstance(result, tuple | list) else result
+
+
+@register_method(GPTQConfig)
+def quantize_gptq(model: nn.Module, config: GPTQConfig, calib=None) -> QuantReport:
+    if calib is None:
+        raise InputError("method 'gptq' needs calibration data (see --calibration)")
+    layers = select_linears(model, config.ignore)
+    rest = unquantized_bytes(model, layers)
+    blocks = _decoder_blocks(model, layers)
+    batches = _block_inputs(model, blocks[0], calib.tokens, config.batch_size)
+    done: set[int] = set()
+    for block in blocks:
+        mine = [layer for _, layer in layers if any(layer is m for m in block.modules())]
+        solvers = {id(layer): GPTQ(layer) for layer in mine}
+        hooks = [layer.register_forward_hook(_feed(solvers[id(layer)])) for layer in mine]
+        try:
+            for args, kwargs in batches:
+                block(*args, **kwargs)
+        finally:
+            for hook in hooks:
+                hook.remove()
+        for layer in mine:
+            layer.weight.copy_(solvers.pop(id(layer)).quantize(config))
+            done.add(id(layer))
+        batches = [(args, {**kwargs, "hidden_states": _output(block(*args, **kwargs))})
+                   for args, kwargs in batches]  # fmt: skip
+    outside = [layer for _, layer in layers if id(layer) not in done]
+    for layer in outside:  # no calibration inputs reach them here: round to nearest
+        layer.weight.copy_(
+            fake_quantize(layer.weight, config.bits, config.group_size, config.symmetric)
+        )
+    stored_bits = n_weights = 0
+    per_group = 16 + (0 if config.symmetric else 16)
+    for _, layer in layers:
+        rows, cols = layer.weight.shape
+        groups = math.ceil(cols / config.group_size) if config.group_size else 1
+        stored_bits += config.bits * rows * cols + rows * groups * per_group
+        n_weights += rows * cols
+    note = "scales and zero-points counted at 16 bits"
+    if outside:
+        note += f"; {len(outside)} layer(s) outside the decoder blocks rounded to nearest"
+    return size_report("gptq", config.bits, len(layers), n_weights, stored_bits, rest,
+                       simulated=True, note=note)  # fmt: skip

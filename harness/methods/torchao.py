@@ -1,0 +1,93 @@
+"""torchao's weight-only configs: ``Int8WeightOnlyConfig`` (8 bits, one scale per row)
+and ``IntxWeightOnlyConfig`` (2-8 bits, asymmetric, one scale and zero-point per group).
+
+torchao swaps each selected weight for its quantized tensor subclass and runs its own
+kernels, so the variant is evaluated as torchao would serve it. Size is counted from
+the tensors torchao keeps: on CPU the ``intx`` codes are stored one int8 per value
+(not bit-packed), so a 2-bit variant takes as much memory as an 8-bit one.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from torch import nn
+
+from harness.errors import InputError
+from harness.methods import (
+    check_bits,
+    register_method,
+    require,
+    select_linears,
+    size_report,
+    unquantized_bytes,
+)
+from harness.records import QuantConfig, QuantReport
+
+
+@dataclass(frozen=True)
+class TorchaoConfig(QuantConfig):
+    """``group_size=None`` (at 8 bits) uses ``Int8WeightOnlyConfig``, one scale per row;
+    otherwise ``IntxWeightOnlyConfig`` with ``PerGroup(group_size)``."""
+
+    method: str = field(init=False, default="torchao")
+    bits: int = 4
+    group_size: int | None = 64
+    ignore: tuple[str, ...] = ("lm_head",)
+
+    supported_bits: ClassVar[tuple[int, ...]] = (8, 7, 6, 5, 4, 3, 2)
+
+    def __post_init__(self) -> None:
+        check_bits(self)
+        if self.group_size is None and self.bits != 8:
+            raise ValueError("method 'torchao': per-row scales (no group_size) only at 8 bits")
+        if self.group_size is not None and self.group_size < 1:
+            raise ValueError(
+                f"method 'torchao': group_size must be positive, not {self.group_size}"
+            )
+
+    @property
+    def variant_name(self) -> str:
+        return f"torchao-w{self.bits}" + (f"g{self.group_size}" if self.group_size else "")
+
+
+def _library_config(config: TorchaoConfig):
+    logging.getLogger("torchao").setLevel(logging.ERROR)  # it logs every missing CUDA kernel
+    torchao = require("torchao.quantization", "torchao")
+    import torch
+
+    if config.group_size is None:
+        return torchao.Int8WeightOnlyConfig()
+    from torchao.quantization.granularity import PerGroup
+    from torchao.quantization.quant_primitives import MappingType
+
+    return torchao.IntxWeightOnlyConfig(weight_dtype=getattr(torch, f"int{config.bits}"),
+                                        granularity=PerGroup(config.group_size),
+                                        mapping_type=MappingType.ASYMMETRIC)  # fmt: skip
+
+
+@register_method(TorchaoConfig)
+def quantize_torchao(model: nn.Module, config: TorchaoConfig, calib=None) -> QuantReport:
+    library_config = _library_config(config)
+    from torchao.quantization import quantize_
+
+    layers = select_linears(model, config.ignore)
+    for name, layer in layers:
+        if config.group_size and layer.in_features % config.group_size:
+            raise InputError(f"method 'torchao': group_size {config.group_size} does not divide "
+                             f"the {layer.in_features}-wide rows of {name}")  # fmt: skip
+    rest = unquantized_bytes(model, layers)
+    chosen = {id(layer) for _, layer in layers}
+    quantize_(model, library_config, filter_fn=lambda module, _name: id(module) in chosen)
+    stored_bits = n_weights = 0
+    for _, layer in layers:
+        weight = layer.weight
+        for key in weight.tensor_data_names:
+            tensor = getattr(weight, key)
+            stored_bits += 8 * tensor.numel() * tensor.element_size()
+        n_weights += weight.numel()
+    return size_report("torchao", config.bits, len(layers), n_weights, stored_bits, rest,
+                       simulated=False, note="tensors as torchao stores them (intx: one int8 "
+                       "per value; scales in the model's dtype)")  # fmt: skip
