@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PIP_INSTALL := $(PY) -m pip install --quiet -c constraints.txt
 
-.PHONY: install demo test lint clean
+.PHONY: install demo test lint clean report-check
 
 install: $(STAMP)
 
@@ -22,7 +22,13 @@ $(STAMP): pyproject.toml constraints.txt
 demo: install
 	$(VENV)/bin/qharness run --model default --methods rtn --bits 8,4,3,2 \
 		--suite tasks/default.yaml --out results/demo --overwrite || [ $$? -eq 1 ]
-	@echo "Report: results/demo/report.md"
+	@echo "Reports: results/demo/report.md and results/demo/report.html"
+
+# Render a run's report.html in headless Chromium (Debian's package): every image loads,
+# no console errors, no request leaves the page; writes RUN/report.png.
+RUN ?= results/demo
+report-check: install
+	$(PY) -m harness.report.browser $(RUN)
 
 test: install
 	$(PY) -m pytest -q

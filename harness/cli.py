@@ -17,6 +17,7 @@ examples:
   qharness run --model default --methods rtn --bits 8,4,3,2 --suite tasks/default.yaml --out results/demo
   qharness gate results/demo --junit gate.xml      # exit 0: pass, 1: gate failed, 2: bad input
   qharness report results/demo
+  qharness compare results/before results/after      # paired on the items both runs share
 """
 
 
@@ -175,6 +176,18 @@ def build_parser() -> argparse.ArgumentParser:
         "report", help="rewrite the reports of a stored run (no model needed)"
     )
     report.add_argument("run_dir", type=Path, metavar="RUN", help="a results/<run> folder")
+
+    comp = commands.add_parser("compare", help="two stored runs side by side, paired on shared items",
+                               description="Compare run B against run A item by item on the items both "
+                               "evaluated: every variant name the runs share (two models: their "
+                               "baselines; before/after a change: every variant), or the pairs given "
+                               "with --pair. Writes compare.md and compare.csv. Needs no model.")  # fmt: skip
+    comp.add_argument("run_a", type=Path, metavar="RUN_A", help="the reference run")
+    comp.add_argument("run_b", type=Path, metavar="RUN_B", help="the run compared against it")
+    comp.add_argument("--pair", action="append", default=None, metavar="A_VARIANT:B_VARIANT",
+                      help="compare these two variants (repeatable), e.g. rtn-w4g128:gptq-w4g128")  # fmt: skip
+    comp.add_argument("--out", type=Path, default=None,
+                      help="output folder (default: results/compare-<A>-vs-<B>)")  # fmt: skip
     return parser
 
 
@@ -368,6 +381,16 @@ def cmd_report(args) -> int:
     return EXIT_OK
 
 
+def cmd_compare(args) -> int:
+    from harness.compare import write_comparison
+
+    out = args.out or Path("results") / f"compare-{args.run_a.name}-vs-{args.run_b.name}"
+    paths = write_comparison(args.run_a, args.run_b, out, args.pair)
+    print(paths["markdown"].read_text(encoding="utf-8"))
+    print(f"wrote {paths['markdown']} and {paths['csv']}")
+    return EXIT_OK
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
@@ -382,6 +405,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_diagnose(args)
         if args.command == "suites":
             return cmd_suites_validate(args)
+        if args.command == "compare":
+            return cmd_compare(args)
         return cmd_report(args)
     except InputError as exc:
         print(f"qharness: error: {exc}", file=sys.stderr)

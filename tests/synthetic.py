@@ -82,3 +82,16 @@ def manifest(variants: dict[str, tuple[int, float, int]]) -> dict:
             for v, (b, e, size) in variants.items()
         },
     }
+
+
+def store_run(root, items: pd.DataFrame, manifest_fields: dict):
+    """A stored run (no model) holding ``items`` and the given manifest fields."""
+    from harness.records import ItemResult
+    from harness.store import RunStore
+
+    store = RunStore.open(root, {"model": "synthetic"})
+    store.update_manifest(**manifest_fields)
+    for (variant, task), rows in items.groupby(["variant", "task"], sort=False):
+        store.append(variant, task,
+                     [ItemResult(**{**r, "slices": tuple(r["slices"])}) for r in rows.to_dict("records")])  # fmt: skip
+    return store

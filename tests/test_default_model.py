@@ -94,3 +94,30 @@ def test_base_precision_check_flags_the_default_model_as_dequantized_4bit(defaul
     report = base_precision(model)
     assert report["flagged"] and report["grid_bits"] == 4
     assert report["share_at_most_2_to_b"][4] > 0.99 and report["share_at_most_2_to_b"][3] < 0.5
+
+
+def test_methods_on_the_default_model(default_model, text_task):
+    """Published findings reproduced: GPTQ beats RTN at 4 bits; 8 bits is close to free
+    (within 1% for rtn, hqq, gptq and gguf Q8_0; within 5% for every method)."""
+    from harness.calibration import DEFAULT_SOURCE, item_texts, load_calibration
+    from harness.methods import make_config
+    from harness.records import CalibrationSpec
+
+    model, tokenizer = default_model
+    master = MasterCopy(model)
+    base, _, _ = perplexity_of(model, tokenizer, text_task)
+    evaluated = load_items(text_task)[:N_ITEMS]
+    calib = load_calibration(CalibrationSpec(REPO / DEFAULT_SOURCE, n_samples=16, seq_len=256),
+                             tokenizer, item_texts(evaluated), prefix_token_id(tokenizer))  # fmt: skip
+    ppl = {}
+    for method, bits in [("rtn", 4), ("gptq", 4), ("rtn", 8), ("gptq", 8), ("hqq", 8), ("gguf", 8),
+                         ("bnb", 8), ("torchao", 8)]:  # fmt: skip
+        master.restore()
+        quantize_(model, make_config(method, bits=bits), calib)
+        ppl[method, bits] = perplexity_of(model, tokenizer, text_task)[0]
+    master.restore()
+    assert ppl["gptq", 4] < ppl["rtn", 4], ppl
+    for method in ("rtn", "gptq", "hqq", "gguf"):
+        assert abs(ppl[method, 8] / base - 1) < 0.01, (method, ppl, base)
+    for method in ("bnb", "torchao"):
+        assert abs(ppl[method, 8] / base - 1) < 0.05, (method, ppl, base)
