@@ -113,6 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluation.add_argument("--threads", type=_positive, default=default_threads(),
                             help=f"CPU threads (default {default_threads()}: all cores but one)")  # fmt: skip
+    evaluation.add_argument("--adaptive", action="store_true",
+                            help="stop evaluating a variant on a task once the gate's failure is settled "
+                            "(saves items on collapsed variants; passing variants see every item)")  # fmt: skip
     evaluation.add_argument("--kld-topk", type=_positive, default=128,
                             help="baseline tokens kept per position for KL divergence (default 128)")  # fmt: skip
     output = run.add_argument_group("output")
@@ -325,7 +328,7 @@ def cmd_run(args, argv: list[str]) -> int:
         model=ModelSpec(args.model, args.revision, args.dtype, args.trust_remote_code, args.device),
         suite_path=args.suite, out=out, variants=tuple(variants), limit=args.limit, seed=args.seed,
         threads=args.threads, batch_size=args.batch_size, kld_topk=args.kld_topk,
-        calibration=calibration, skipped=tuple(skipped),
+        calibration=calibration, skipped=tuple(skipped), adaptive=args.adaptive, policy=args.policy,
     )  # fmt: skip
     if args.policy is not None and not args.policy.is_file():
         raise InputError(f"policy file not found: {args.policy}")

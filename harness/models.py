@@ -139,6 +139,14 @@ def load_model(spec: ModelSpec):
     return model, tokenizer
 
 
+def weight_files(spec: ModelSpec) -> list[Path]:
+    """The safetensors files of a model loaded from a folder (or the default model's
+    cache), so the float weights can be re-read from disk instead of kept twice in memory;
+    empty for Hub ids and GGUF files."""
+    path = default_model_dir() if spec.source == "default" else Path(spec.source).expanduser()
+    return sorted(path.glob("*.safetensors")) if path.is_dir() else []
+
+
 def resolve_device(device: str) -> torch.device:
     """``auto`` is CUDA when available, else CPU; a CUDA device that is absent is an error."""
     if device == "auto":

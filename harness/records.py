@@ -130,6 +130,8 @@ class RunSpec:
     kld_topk: int = 128
     calibration: CalibrationSpec | None = None
     skipped: tuple[str, ...] = ()  # (method, bits) pairs left out as unsupported, for the report
+    adaptive: bool = False  # stop a variant's task once the gate's failure is settled
+    policy: Path | None = None  # gate policy file (default: the suite's gate block)
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from torch import nn
 from tqdm import tqdm
 
 import harness
+from harness.adaptive import evaluate_adaptive
 from harness.calibration import calibration_record, item_texts, load_calibration
 from harness.diagnostics import base_precision
 from harness.errors import InputError
@@ -24,7 +25,7 @@ from harness.evaluate.lm_eval_adapter import run_samples, to_rows
 from harness.evaluate.scorer import Scorer
 from harness.evaluate.tasks import evaluate_task, perplexity, prepare
 from harness.methods import MasterCopy, config_to_dict, model_bytes_16bit, quantize_
-from harness.models import describe, load_model, prefix_token_id, weights_fingerprint
+from harness.models import describe, load_model, prefix_token_id, weight_files, weights_fingerprint
 from harness.records import RunSpec, Suite, Variant
 from harness.store import RunStore
 from harness.suites import load_items, load_suite
@@ -95,6 +96,8 @@ def run(
         "dtype": spec.model.dtype,
         "device": next(model.parameters()).device.type,
     }
+    if spec.adaptive:  # partial rows must never be mistaken for complete ones
+        fingerprint["adaptive"] = True
     store = RunStore.open(spec.out, fingerprint, overwrite=overwrite)
     n_params = sum(p.numel() for p in model.parameters())
     store.update_manifest(
@@ -118,6 +121,7 @@ def run(
             "gate": suite.gate,
         },  # fmt: skip
         settings={
+            "adaptive": spec.adaptive,
             "threads": spec.threads,
             "batch_size": spec.batch_size,
             "limit": spec.limit,
@@ -141,7 +145,7 @@ def run(
     max_length = int(getattr(model.config, "max_position_embeddings", 2048) or 2048)
     scorer = Scorer(model, tokenizer.pad_token_id, batch_size=spec.batch_size,
                     max_length=max_length, topk=spec.kld_topk)  # fmt: skip
-    master = MasterCopy(model)
+    master = MasterCopy(model, weight_files(spec.model))
     variants = [BASELINE, *spec.variants]
     store.update_manifest(variants={BASELINE.name: _baseline_record(model)},
                           skipped_variants=list(spec.skipped))  # fmt: skip
@@ -172,6 +176,7 @@ def run(
         calibration = load_calibration(spec.calibration, tokenizer, item_texts(items), prefix)
         store.update_manifest(calibration=calibration.record())
     references = {}
+    baseline_rows = policy = None
     for variant in variants:
         if not pending[variant.name]:
             continue
@@ -194,6 +199,20 @@ def run(
                 samples = run_samples(task, model, tokenizer, limit=_item_limit(spec, task), batch_size=spec.batch_size,
                                       max_length=min(max_length, 4096), seed=spec.seed)  # fmt: skip
                 rows, topks = to_rows(task, samples, variant.name), None
+            elif spec.adaptive and not variant.is_baseline:
+                if baseline_rows is None:
+                    items = store.load_items()
+                    baseline_rows = items[items["variant"] == BASELINE.name]
+                policy = policy or _policy(spec, suite)
+                rows, record = evaluate_adaptive(task, prepared[task.name], scorer, tokenizer, variant.name, reference,
+                                                 baseline_rows[baseline_rows["task"] == task.name], policy,
+                                                 on_progress=bar.update)  # fmt: skip
+                rows, topks = rows, None
+                skipped_units = sum(
+                    len(it.requests) for it in prepared[task.name][record["evaluated"] :]
+                )
+                bar.update(skipped_units)  # keep the bar honest about what is left
+                store.update_manifest(adaptive={f"{variant.name}/{task.name}": record})
             else:
                 rows, topks = evaluate_task(task, prepared[task.name], scorer, tokenizer, variant.name,
                                             reference, on_progress=bar.update)  # fmt: skip
@@ -213,6 +232,14 @@ def run(
                                    "total_last_invocation": round(time.perf_counter() - started, 3)},
                           peak_rss_mib=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1))  # fmt: skip
     return store
+
+
+def _policy(spec: RunSpec, suite: Suite):
+    from harness.gate import load_policy, parse_policy
+
+    if spec.policy is not None:
+        return load_policy(spec.policy)
+    return parse_policy(suite.gate, f"suite {suite.path}") if suite.gate else parse_policy(None, "")
 
 
 def _check_unchanged(stored: dict | None, record: dict, name: str) -> None:

@@ -175,3 +175,19 @@ def test_calibration_overlapping_the_suite_is_refused(tiny_model_dir, tiny_suite
                          "--out", str(tmp_path / "run"), "--methods", "gptq", "--bits", "4",
                          "--group-size", "32", "--calibration", str(calib), "--no-progress"], capsys)  # fmt: skip
     assert code == EXIT_USAGE and "shares a run of 13 words with an evaluation item" in err
+
+
+def test_adaptive_runs_are_recorded_and_never_mixed_with_full_ones(
+    tiny_model_dir, tiny_suite, tmp_path, capsys
+):
+    out = tmp_path / "run"
+    args = ["run", "--model", str(tiny_model_dir), "--suite", str(tiny_suite), "--out", str(out),
+            "--methods", "rtn", "--bits", "2", "--group-size", "32", "--threads", "1", "--no-progress"]  # fmt: skip
+    code, err = run_cli([*args, "--adaptive"], capsys)
+    assert code in (EXIT_OK, EXIT_GATE_FAILED), err
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["settings"]["adaptive"] is True
+    assert set(manifest["adaptive"]) == {"rtn-w2g32/text", "rtn-w2g32/mc", "rtn-w2g32/gen"}
+    assert "Adaptive stopping:" in (out / "report.md").read_text()
+    code, err = run_cli(args, capsys)  # without the flag: a different run, refused
+    assert code == EXIT_USAGE and "--overwrite" in err

@@ -214,3 +214,22 @@ def test_group_sizes_that_do_not_divide_the_rows_are_refused_where_the_library_n
     model = nn.Sequential(nn.Linear(48, 8))
     with pytest.raises(InputError, match="not a multiple of the 32-weight blocks"):
         quantize_(model, make_config("gguf", bits=4, ignore=()))
+
+
+def test_master_copy_reads_weights_back_from_the_safetensors_files(tiny_model_dir, calib, probe):
+    from harness.models import load_model, weight_files
+    from harness.records import ModelSpec
+
+    model, _ = load_model(ModelSpec(str(tiny_model_dir)))
+    files = weight_files(ModelSpec(str(tiny_model_dir)))
+    master = MasterCopy(model, files)
+    assert master.source == "disk" and master.tensors is None
+    reference = logits(model, probe)
+    for method in ("rtn", "hqq", "torchao"):
+        quantize_(model, make_config(method, bits=2, **_fit(method)), calib)
+        assert not torch.equal(logits(model, probe), reference)
+        master.restore()
+        assert torch.equal(logits(model, probe), reference)
+    bf16, _ = load_model(ModelSpec(str(tiny_model_dir), dtype="bfloat16"))
+    assert MasterCopy(bf16, files).source == "memory"  # the file holds float32: keep a copy
+    assert MasterCopy(model, []).source == "memory"

@@ -53,6 +53,9 @@ def kl_from_topk(var_logp: torch.Tensor, ref: TopK) -> torch.Tensor:
     return (head + tail).clamp(min=0.0)
 
 
+CHUNK = 256  # positions whose vocabulary-wide log-probabilities are held at once
+
+
 class Scorer:
     """Scores requests on ``model`` in length-sorted, left-padded batches."""
 
@@ -73,6 +76,7 @@ class Scorer:
         self.max_length = max_length
         self.topk = topk
         self.device = next(model.parameters()).device
+        self.softcap = getattr(model.config, "final_logit_softcapping", None)
 
     def _batches(self, lengths: list[int]) -> list[list[int]]:
         order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
@@ -108,42 +112,85 @@ class Scorer:
                     f"a continuation of {len(cont)} tokens exceeds max_length {self.max_length}"
                 )
             inputs.append((ctx + cont)[:-1][-self.max_length :])
+        # lm-eval's grouping: requests whose input rows are equal (choices that differ only
+        # in their last token, or repeats) share one forward pass
+        rows: dict[tuple[int, ...], list[int]] = {}
+        for i, row in enumerate(inputs):
+            rows.setdefault(tuple(row), []).append(i)
+        unique = list(rows)
         results: list[Scored | None] = [None] * len(requests)
-        for batch in self._batches([len(x) for x in inputs]):
-            width = max(len(inputs[i]) for i in batch)
-            keep = max(len(requests[i][1]) for i in batch)
+        for batch in self._batches([len(u) for u in unique]):
+            width = max(len(unique[b]) for b in batch)
+            keep = max(len(requests[i][1]) for b in batch for i in rows[unique[b]])
             ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
             mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for row, i in enumerate(batch):
-                ids[row, width - len(inputs[i]) :] = torch.tensor(inputs[i])
-                mask[row, width - len(inputs[i]) :] = 1
+            for row, b in enumerate(batch):
+                ids[row, width - len(unique[b]) :] = torch.tensor(unique[b])
+                mask[row, width - len(unique[b]) :] = 1
             positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
-            logits = self.model(
-                input_ids=ids.to(self.device),
-                attention_mask=mask.to(self.device),
-                position_ids=positions.to(self.device),
-                logits_to_keep=keep,
-                use_cache=False,
-            ).logits
-            for row, i in enumerate(batch):
-                cont = requests[i][1]
-                logp = F.log_softmax(logits[row, keep - len(cont) :].float(), dim=-1).cpu()
-                targets = torch.tensor(cont)
-                token_logprobs = logp.gather(1, targets[:, None])[:, 0].double()
-                argmax = logp.argmax(dim=-1)
-                scored = Scored(
-                    token_logprobs=token_logprobs, greedy=bool((argmax == targets).all())
-                )
-                if keep_topk:
-                    values, idx = logp.topk(min(self.topk, logp.shape[1]), dim=-1)
-                    scored.topk = TopK(idx=idx.to(torch.int32), logp=values)
-                if references is not None and references[i] is not None:
-                    scored.kld = kl_from_topk(logp, references[i])
-                    scored.top1 = argmax == references[i].idx[:, 0].long()
-                results[i] = scored
+            hidden = self._hidden(ids, mask, positions, keep)
+            for row, b in enumerate(batch):
+                for i in rows[unique[b]]:
+                    results[i] = self._score_one(hidden[row], requests[i][1], keep, keep_topk,
+                                                 references[i] if references is not None else None)  # fmt: skip
             if on_batch is not None:
-                on_batch(len(batch))
+                on_batch(sum(len(rows[unique[b]]) for b in batch))
         return results  # type: ignore[return-value]
+
+    def _hidden(self, ids, mask, positions, keep: int) -> torch.Tensor:
+        """The last ``keep`` positions' final hidden states ``[batch, keep, d]``: the head
+        is applied per request in :meth:`_logits`, so a long perplexity window never holds
+        a whole batch of vocabulary-wide logits at once."""
+        out = self.model.base_model(
+            input_ids=ids.to(self.device),
+            attention_mask=mask.to(self.device),
+            position_ids=positions.to(self.device),
+            use_cache=False,
+        )
+        return out.last_hidden_state[:, -keep:]
+
+    def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        logits = self.model.get_output_embeddings()(hidden)  # looked up: a method may swap it
+        if self.softcap:  # e.g. Gemma 2: the causal-LM head caps its logits
+            logits = torch.tanh(logits / self.softcap) * self.softcap
+        return logits
+
+    def _score_one(
+        self, hidden: torch.Tensor, cont: list[int], keep: int, keep_topk: bool, reference
+    ) -> Scored:
+        """Score one continuation from its final hidden states, ``CHUNK`` positions at a
+        time (a 1k-token window's full log-softmax would take 400 MB at once)."""
+        hidden = hidden[keep - len(cont) :]
+        targets = torch.tensor(cont)
+        parts: dict[str, list[torch.Tensor]] = {
+            "lp": [],
+            "argmax": [],
+            "idx": [],
+            "vals": [],
+            "kld": [],
+        }
+        for start in range(0, len(cont), CHUNK):
+            stop = min(start + CHUNK, len(cont))
+            logp = F.log_softmax(self._logits(hidden[start:stop]).float(), dim=-1).cpu()
+            parts["lp"].append(logp.gather(1, targets[start:stop, None])[:, 0].double())
+            parts["argmax"].append(logp.argmax(dim=-1))
+            if keep_topk:
+                values, idx = logp.topk(min(self.topk, logp.shape[1]), dim=-1)
+                parts["vals"].append(values)
+                parts["idx"].append(idx.to(torch.int32))
+            if reference is not None:
+                part = TopK(idx=reference.idx[start:stop], logp=reference.logp[start:stop])
+                parts["kld"].append(kl_from_topk(logp, part))
+        argmax = torch.cat(parts["argmax"])
+        scored = Scored(
+            token_logprobs=torch.cat(parts["lp"]), greedy=bool((argmax == targets).all())
+        )
+        if keep_topk:
+            scored.topk = TopK(idx=torch.cat(parts["idx"]), logp=torch.cat(parts["vals"]))
+        if reference is not None:
+            scored.kld = torch.cat(parts["kld"])
+            scored.top1 = argmax == reference.idx[:, 0].long()
+        return scored
 
     @torch.inference_mode()
     def generate(

@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from harness.report.markdown import base_precision_warning, fmt, percent, size, verdict_line
+from harness.report.views import adaptive_note
 
 STYLE = """
 body { font: 15px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; color: #1a1a1a;
@@ -127,6 +128,9 @@ def render_html(*, manifest: dict, verdict, table: pd.DataFrame, grid: pd.DataFr
     skipped = manifest.get("skipped_variants") or []
     if skipped:
         parts.append(f'<p class="muted">Skipped: {escape("; ".join(skipped))}.</p>')
+    adaptive = adaptive_note(manifest)
+    if adaptive:
+        parts.append(f'<p class="muted">{escape(adaptive)}</p>')
     parts += ['<h2 id="knee">Quality versus bits</h2>',
               '<p class="muted">Per slice: the mean over its tasks, bands the mean of their paired 95% '
               "intervals, the knee ringed. Per task below.</p>",

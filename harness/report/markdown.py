@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from harness.report.views import adaptive_note
+
 
 def fmt(value, digits: int = 4) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
@@ -77,6 +79,9 @@ def render_markdown(table: pd.DataFrame, grid: pd.DataFrame, manifest: dict, ver
     skipped = manifest.get("skipped_variants") or []
     if skipped:
         lines += [f"Skipped: {'; '.join(skipped)}.", ""]
+    adaptive = adaptive_note(manifest)
+    if adaptive:
+        lines += [adaptive, ""]
     if not grid.empty and len(grid.index) > 1:
         lines += ["**Methods × bits** (quality kept)", "",
                   "| method | " + " | ".join(map(str, grid.columns)) + " |",

@@ -168,3 +168,15 @@ def broken_examples(
                 if shown == MAX_EXAMPLES:
                     break
     return examples
+
+
+def adaptive_note(manifest: dict) -> str | None:
+    """How many items adaptive stopping saved, when it was on."""
+    records = manifest.get("adaptive") or {}
+    if not records:
+        return None
+    done = sum(r["evaluated"] for r in records.values())
+    total = sum(r["of"] for r in records.values())
+    stopped = sum(bool(r.get("stopped_by")) for r in records.values())
+    return (f"Adaptive stopping: {done} of {total} variant items evaluated ({total - done} saved, "
+            f"{(total - done) / max(total, 1):.0%}); {stopped} variant × task pairs stopped on a settled failure.")  # fmt: skip
