@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PIP_INSTALL := $(PY) -m pip install --quiet -c constraints.txt
 
-.PHONY: install demo test lint clean report-check
+.PHONY: install demo test lint clean report-check bench
 
 install: $(STAMP)
 
@@ -29,6 +29,11 @@ demo: install
 RUN ?= results/demo
 report-check: install
 	$(PY) -m harness.report.browser $(RUN)
+
+# Sweep speed and memory against the forward-pass floor and lm-eval (~45 min on 2 cores):
+# prints the figures and writes bench/results.json.
+bench: install
+	$(PY) bench/sweep.py
 
 test: install
 	$(PY) -m pytest -q

@@ -238,3 +238,44 @@ def test_greedy_match_is_true_exactly_when_the_gold_tokens_are_the_argmax(
             logits = tiny_model(torch.tensor([ctx + cont])).logits[0]
         argmax = logits[len(ctx) - 1 : len(ctx) + len(cont) - 1].argmax(-1).tolist()
         assert row.correct == (argmax == cont)
+
+
+def test_decoding_reuses_the_gold_pass_and_stays_exactly_greedy(
+    tiny_suite, tiny_model, tokenizer, tmp_path
+):
+    """With gold answers equal to the model's own greedy output, no item needs decoding;
+    with wrong golds every item decodes on; predictions equal plain greedy decoding."""
+    import dataclasses
+
+    task = dataclasses.replace(
+        load_suite(tiny_suite).tasks[2], target_delimiter="", max_new_tokens=6, fewshot=0
+    )
+    items = prepare(task, load_items(task), tokenizer, 0, load_items(task), seed=0)
+    greedy_ids = []
+    for item in items:
+        ids = list(item.prompt_ids)
+        with torch.no_grad():
+            for _ in range(task.max_new_tokens):
+                ids.append(int(tiny_model(torch.tensor([ids])).logits[0, -1].argmax()))
+        greedy_ids.append(ids[len(item.prompt_ids) :])
+    greedy = [tokenizer.decode(g, skip_special_tokens=True).split("\n")[0] for g in greedy_ids]
+
+    class Counting(Scorer):
+        decoded: list = []
+
+        def generate_ids(self, prompts, *args, **kwargs):
+            self.decoded.extend(prompts)
+            return super().generate_ids(prompts, *args, **kwargs)
+
+    scorer = Counting(tiny_model, tokenizer.pad_token_id, batch_size=4, max_length=512, topk=16)
+    rows, _ = evaluate_task(task, items, scorer, tokenizer, "v", None)
+    assert [r.prediction for r in rows] == greedy  # wrong golds: decoded on from the divergence
+    assert 0 < len(scorer.decoded) <= len(items)
+
+    own = [
+        dataclasses.replace(item, requests=[(item.prompt_ids, g)])
+        for item, g in zip(items, greedy_ids, strict=True)
+    ]
+    scorer.decoded.clear()
+    rows, _ = evaluate_task(task, own, scorer, tokenizer, "v", None)
+    assert [r.prediction for r in rows] == greedy and scorer.decoded == []  # read off the gold pass

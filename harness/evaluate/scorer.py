@@ -36,6 +36,8 @@ class Scored:
     topk: TopK | None = None  # kept when scoring the baseline
     kld: torch.Tensor | None = None  # [n] float64, vs the reference
     top1: torch.Tensor | None = None  # [n] bool, argmax equals the reference's
+    argmax: torch.Tensor | None = None  # [n] the greedy token at each scored position
+    next_token: int | None = None  # greedy token after the continuation (``next_token=True``)
 
 
 def kl_from_topk(var_logp: torch.Tensor, ref: TopK) -> torch.Tensor:
@@ -101,8 +103,12 @@ class Scorer:
         references: list[TopK | None] | None = None,
         keep_topk: bool = False,
         on_batch=None,
+        next_token: bool = False,
     ) -> list[Scored]:
-        """Score every request; compare to ``references[i]`` where one is given."""
+        """Score every request; compare to ``references[i]`` where one is given. With
+        ``next_token`` the whole continuation is fed too, and the greedy token after it is
+        returned (greedy decoding that follows the gold answer needs no other pass)."""
+        extra = int(next_token)
         inputs = []
         for ctx, cont in requests:
             if not cont:
@@ -111,7 +117,7 @@ class Scorer:
                 raise ValueError(
                     f"a continuation of {len(cont)} tokens exceeds max_length {self.max_length}"
                 )
-            inputs.append((ctx + cont)[:-1][-self.max_length :])
+            inputs.append((ctx + cont)[: len(ctx) + len(cont) - 1 + extra][-self.max_length :])
         # lm-eval's grouping: requests whose input rows are equal (choices that differ only
         # in their last token, or repeats) share one forward pass
         rows: dict[tuple[int, ...], list[int]] = {}
@@ -121,7 +127,7 @@ class Scorer:
         results: list[Scored | None] = [None] * len(requests)
         for batch in self._batches([len(u) for u in unique]):
             width = max(len(unique[b]) for b in batch)
-            keep = max(len(requests[i][1]) for b in batch for i in rows[unique[b]])
+            keep = max(len(requests[i][1]) for b in batch for i in rows[unique[b]]) + extra
             ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
             mask = torch.zeros((len(batch), width), dtype=torch.long)
             for row, b in enumerate(batch):
@@ -129,10 +135,22 @@ class Scorer:
                 mask[row, width - len(unique[b]) :] = 1
             positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
             hidden = self._hidden(ids, mask, positions, keep)
-            for row, b in enumerate(batch):
-                for i in rows[unique[b]]:
-                    results[i] = self._score_one(hidden[row], requests[i][1], keep, keep_topk,
-                                                 references[i] if references is not None else None)  # fmt: skip
+            owners = [(row, i) for row, b in enumerate(batch) for i in rows[unique[b]]]
+            scored = self._score_positions(
+                [
+                    hidden[row, keep - extra - len(requests[i][1]) : keep - extra]
+                    for row, i in owners
+                ],
+                [requests[i][1] for _, i in owners],
+                [references[i] if references is not None else None for _, i in owners],
+                keep_topk,
+            )
+            if next_token:
+                after = self._logits(hidden[[row for row, _ in owners], -1]).argmax(dim=-1)
+                for result, token in zip(scored, after.tolist(), strict=True):
+                    result.next_token = int(token)
+            for (_, i), result in zip(owners, scored, strict=True):
+                results[i] = result
             if on_batch is not None:
                 on_batch(sum(len(rows[unique[b]]) for b in batch))
         return results  # type: ignore[return-value]
@@ -155,42 +173,79 @@ class Scorer:
             logits = torch.tanh(logits / self.softcap) * self.softcap
         return logits
 
-    def _score_one(
-        self, hidden: torch.Tensor, cont: list[int], keep: int, keep_topk: bool, reference
-    ) -> Scored:
-        """Score one continuation from its final hidden states, ``CHUNK`` positions at a
-        time (a 1k-token window's full log-softmax would take 400 MB at once)."""
-        hidden = hidden[keep - len(cont) :]
-        targets = torch.tensor(cont)
-        parts: dict[str, list[torch.Tensor]] = {
-            "lp": [],
-            "argmax": [],
-            "idx": [],
-            "vals": [],
-            "kld": [],
-        }
-        for start in range(0, len(cont), CHUNK):
-            stop = min(start + CHUNK, len(cont))
+    def _score_positions(self, hiddens: list[torch.Tensor], conts: list[list[int]], refs: list,
+                         keep_topk: bool) -> list[Scored]:  # fmt: skip
+        """Score a batch's continuations from their final hidden states: every scored
+        position goes through the head together, ``CHUNK`` positions at a time (one
+        1k-token window's full log-softmax alone would take 400 MB)."""
+        hidden = torch.cat(hiddens)
+        targets = torch.tensor([t for cont in conts for t in cont])
+        bounds = torch.tensor([0, *(len(c) for c in conts)]).cumsum(0).tolist()
+        with_ref = [n for n, ref in enumerate(refs) if ref is not None]
+        has_ref = torch.zeros(len(targets), dtype=torch.bool)
+        for n in with_ref:
+            has_ref[bounds[n] : bounds[n + 1]] = True
+        ref_all = TopK(idx=torch.cat([refs[n].idx for n in with_ref]),
+                       logp=torch.cat([refs[n].logp for n in with_ref])) if with_ref else None  # fmt: skip
+        ref_row = has_ref.long().cumsum(0) - 1  # position -> row of ref_all
+        lp, argmax, vals, idx = [], [], [], []
+        kld = torch.zeros(len(targets), dtype=torch.float64)
+        for start in range(0, len(targets), CHUNK):
+            stop = min(start + CHUNK, len(targets))
             logp = F.log_softmax(self._logits(hidden[start:stop]).float(), dim=-1).cpu()
-            parts["lp"].append(logp.gather(1, targets[start:stop, None])[:, 0].double())
-            parts["argmax"].append(logp.argmax(dim=-1))
+            lp.append(logp.gather(1, targets[start:stop, None])[:, 0].double())
+            argmax.append(logp.argmax(dim=-1))
             if keep_topk:
-                values, idx = logp.topk(min(self.topk, logp.shape[1]), dim=-1)
-                parts["vals"].append(values)
-                parts["idx"].append(idx.to(torch.int32))
-            if reference is not None:
-                part = TopK(idx=reference.idx[start:stop], logp=reference.logp[start:stop])
-                parts["kld"].append(kl_from_topk(logp, part))
-        argmax = torch.cat(parts["argmax"])
-        scored = Scored(
-            token_logprobs=torch.cat(parts["lp"]), greedy=bool((argmax == targets).all())
-        )
-        if keep_topk:
-            scored.topk = TopK(idx=torch.cat(parts["idx"]), logp=torch.cat(parts["vals"]))
-        if reference is not None:
-            scored.kld = torch.cat(parts["kld"])
-            scored.top1 = argmax == reference.idx[:, 0].long()
-        return scored
+                v, i = logp.topk(min(self.topk, logp.shape[1]), dim=-1)
+                vals.append(v)
+                idx.append(i.to(torch.int32))
+            local = has_ref[start:stop]
+            if local.any():
+                at = ref_row[start:stop][local]
+                kld[start:stop][local] = kl_from_topk(
+                    logp[local], TopK(ref_all.idx[at], ref_all.logp[at])
+                )
+        lp, argmax = torch.cat(lp), torch.cat(argmax)
+        vals, idx = (torch.cat(vals), torch.cat(idx)) if keep_topk else (None, None)
+        out = []
+        for n, (a, b) in enumerate(zip(bounds, bounds[1:], strict=False)):
+            scored = Scored(token_logprobs=lp[a:b], greedy=bool((argmax[a:b] == targets[a:b]).all()),
+                            argmax=argmax[a:b])  # fmt: skip
+            if keep_topk:
+                scored.topk = TopK(idx=idx[a:b], logp=vals[a:b])
+            if refs[n] is not None:
+                scored.kld = kld[a:b]
+                scored.top1 = argmax[a:b] == refs[n].idx[:, 0].long()
+            out.append(scored)
+        return out
+
+    @staticmethod
+    def greedy_from_scores(
+        scored: Scored, gold: list[int], max_new_tokens: int, stop: tuple[str, ...], tokenizer
+    ) -> tuple[list[int], bool]:
+        """Greedy decoding read off a teacher-forced pass over prompt + gold: while the
+        greedy token equals the gold one the histories agree, so that pass already holds
+        every greedy choice up to the first divergence (and the one after the gold answer).
+        Returns the greedy tokens known and whether decoding ends there."""
+        tokens: list[int] = []
+        for position, token in enumerate([*scored.argmax.tolist(), scored.next_token]):
+            tokens.append(token)
+            text = tokenizer.decode(tokens, skip_special_tokens=True)
+            if token == tokenizer.eos_token_id or any(s and s in text for s in stop):
+                return tokens, True
+            if len(tokens) == max_new_tokens:
+                return tokens, True
+            if position < len(gold) and token != gold[position]:
+                return tokens, False  # diverged: decode on from here
+        return tokens, False
+
+    @staticmethod
+    def finish_text(tokens: list[int], stop: tuple[str, ...], tokenizer) -> str:
+        """Generated tokens as text, cut at the first stop string."""
+        text = tokenizer.decode(tokens, skip_special_tokens=True)
+        for s in stop:
+            text = text.split(s)[0] if s else text
+        return text
 
     @torch.inference_mode()
     def generate(
@@ -202,6 +257,19 @@ class Scorer:
         on_batch=None,
     ) -> list[str]:
         """Greedy continuations of ``prompts``, cut at the first stop string."""
+        ids = self.generate_ids(prompts, max_new_tokens, stop, tokenizer, on_batch)
+        return [self.finish_text(t, stop, tokenizer) for t in ids]
+
+    @torch.inference_mode()
+    def generate_ids(
+        self,
+        prompts: list[list[int]],
+        max_new_tokens: int,
+        stop: tuple[str, ...],
+        tokenizer,
+        on_batch=None,
+    ) -> list[list[int]]:
+        """The greedy tokens generated after each prompt (to a stop string, EOS or the limit)."""
         from transformers import GenerationConfig
 
         config = GenerationConfig(
@@ -211,7 +279,7 @@ class Scorer:
             eos_token_id=tokenizer.eos_token_id,
             stop_strings=list(stop) or None,
         )
-        outputs: list[str | None] = [None] * len(prompts)
+        outputs: list[list[int] | None] = [None] * len(prompts)
         for batch in self._batches([len(p) for p in prompts]):
             width = max(len(prompts[i]) for i in batch)
             ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
@@ -226,10 +294,7 @@ class Scorer:
                 tokenizer=tokenizer,
             )
             for row, i in enumerate(batch):
-                text = tokenizer.decode(generated[row, width:], skip_special_tokens=True)
-                for s in stop:
-                    text = text.split(s)[0] if s else text
-                outputs[i] = text
+                outputs[i] = generated[row, width:].tolist()
             if on_batch is not None:
                 on_batch(len(batch))
         return outputs  # type: ignore[return-value]

@@ -182,20 +182,15 @@ def evaluate_task(
             else None
             for n, r in owners
         ]
-    scored = scorer.score(flat, references=refs, keep_topk=reference is None, on_batch=on_progress)
+    decodes = task.kind == "generate" and task.metric != "greedy_match"
+    scored = scorer.score(flat, references=refs, keep_topk=reference is None, on_batch=on_progress,
+                          next_token=decodes)  # fmt: skip
     by_item: list[list[Scored]] = [[] for _ in items]
     for (n, _), s in zip(owners, scored, strict=True):
         by_item[n].append(s)
-
-    generations: list[str] = []
-    if task.kind == "generate" and task.metric != "greedy_match":
-        generations = scorer.generate(
-            [item.prompt_ids for item in items],
-            task.max_new_tokens,
-            task.stop,
-            tokenizer,
-            on_batch=on_progress,
-        )
+    generations = (
+        decode_greedy(task, items, by_item, scorer, tokenizer, on_progress) if decodes else []
+    )
 
     rows, topks = [], {}
     for n, item in enumerate(items):
@@ -256,6 +251,37 @@ def evaluate_task(
             )  # fmt: skip
         )
     return rows, topks
+
+
+def decode_greedy(task: Task, items: list[PreparedItem], by_item, scorer: Scorer, tokenizer,
+                  on_progress=None) -> list[str]:  # fmt: skip
+    """Greedy generations, reusing the gold-answer pass: an item whose greedy answer
+    follows the gold one to a stop string needs no decoding at all, the others are
+    decoded on from where they diverged (exactly what greedy decoding from the prompt
+    would have produced)."""
+    known, pending = [], []
+    for n, item in enumerate(items):
+        ctx, gold = item.requests[0]
+        tokens, done = [], False
+        if ctx == item.prompt_ids:  # the teacher-forced row starts with the decoding prompt
+            tokens, done = scorer.greedy_from_scores(
+                by_item[n][0], gold, task.max_new_tokens, task.stop, tokenizer
+            )
+        known.append(tokens)
+        if not done:
+            pending.append(n)
+    budget = max((task.max_new_tokens - len(known[n]) for n in pending), default=0)
+    prompts = [items[n].prompt_ids + known[n] for n in pending]
+    rest = (
+        scorer.generate_ids(prompts, budget, task.stop, tokenizer, on_batch=on_progress)
+        if pending
+        else []
+    )
+    for n, tokens in zip(pending, rest, strict=True):
+        known[n] = known[n] + tokens[: task.max_new_tokens - len(known[n])]
+    if on_progress is not None and len(items) > len(pending):
+        on_progress(len(items) - len(pending))
+    return [scorer.finish_text(tokens, task.stop, tokenizer) for tokens in known]
 
 
 def _slice_reference(ref: TopK, task: Task, item: PreparedItem, r: int) -> TopK:
