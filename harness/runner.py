@@ -85,7 +85,6 @@ def run(
     model, tokenizer = load_model(spec.model)
     load_seconds = time.perf_counter() - load_start
     model_hash = weights_fingerprint(model)
-    grid = base_precision(model)  # warn when the "float" base model is a dequantized one
     fingerprint = {
         "model": model_hash,
         "suite": suite_fingerprint(suite),
@@ -99,6 +98,8 @@ def run(
     if spec.adaptive:  # partial rows must never be mistaken for complete ones
         fingerprint["adaptive"] = True
     store = RunStore.open(spec.out, fingerprint, overwrite=overwrite)
+    # warn when the "float" base model is a dequantized one (stored: the model hash is fixed)
+    grid = store.manifest().get("base_precision") or base_precision(model)
     n_params = sum(p.numel() for p in model.parameters())
     store.update_manifest(
         run_name=spec.out.name,

@@ -55,7 +55,7 @@ def kl_from_topk(var_logp: torch.Tensor, ref: TopK) -> torch.Tensor:
     return (head + tail).clamp(min=0.0)
 
 
-CHUNK = 256  # positions whose vocabulary-wide log-probabilities are held at once
+CHUNK = 64  # positions whose vocabulary-wide log-probabilities are held at once (12 MB each here)
 
 
 class Scorer:
