@@ -9,7 +9,6 @@ never see evaluation items: any source document that shares a run of
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ import torch
 
 from harness.errors import InputError
 from harness.records import CalibrationSpec
+from harness.suites import read_jsonl
 
 OVERLAP_WORDS = 13  # the n-gram length of the GPT-3 contamination check
 DEFAULT_SOURCE = Path("tasks/data/calibration.jsonl")
@@ -48,19 +48,11 @@ def calibration_record(spec: CalibrationSpec) -> dict:
 
 def read_texts(path: Path) -> list[str]:
     """The ``text`` field of every line of a JSONL file, with file:line errors."""
-    try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise InputError(f"calibration source not found: {path}") from None
+    if not Path(path).is_file():
+        raise InputError(f"calibration source not found: {path}")
     texts = []
-    for lineno, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise InputError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
-        if not isinstance(record, dict) or not isinstance(record.get("text"), str):
+    for lineno, record in read_jsonl(Path(path)):
+        if not isinstance(record.get("text"), str):
             raise InputError(f"{path}:{lineno}: expected an object with a string 'text' field")
         texts.append(record["text"])
     if not texts:

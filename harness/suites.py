@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import string
+from collections.abc import Iterator
 from pathlib import Path
 
 import yaml
@@ -142,26 +143,33 @@ def _parse_task(entry: object, index: int, path: Path) -> Task:
     return Task(**values)
 
 
-def load_items(task: Task) -> list[dict]:
-    """The task's JSONL items, each with a string ``id`` (line number when absent)."""
-    items: list[dict] = []
-    seen: set[str] = set()
-    with open(task.data, encoding="utf-8") as f:
+def read_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
+    """(line number, object) for every non-blank line; a bad line is an error naming
+    the file and line."""
+    with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, start=1):
             if not line.strip():
                 continue
             try:
-                item = json.loads(line)
+                record = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise InputError(f"{task.data}:{lineno}: not valid JSON ({exc.msg})") from None
-            if not isinstance(item, dict):
-                raise InputError(f"{task.data}:{lineno}: each line must be a JSON object")
-            item["id"] = str(item.get("id", lineno))
-            if item["id"] in seen:
-                raise InputError(f"{task.data}:{lineno}: duplicate item id {item['id']!r}")
-            seen.add(item["id"])
-            _check_item(task, item, f"{task.data}:{lineno}")
-            items.append(item)
+                raise InputError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
+            if not isinstance(record, dict):
+                raise InputError(f"{path}:{lineno}: each line must be a JSON object")
+            yield lineno, record
+
+
+def load_items(task: Task) -> list[dict]:
+    """The task's JSONL items, each with a string ``id`` (line number when absent)."""
+    items: list[dict] = []
+    seen: set[str] = set()
+    for lineno, item in read_jsonl(task.data):
+        item["id"] = str(item.get("id", lineno))
+        if item["id"] in seen:
+            raise InputError(f"{task.data}:{lineno}: duplicate item id {item['id']!r}")
+        seen.add(item["id"])
+        _check_item(task, item, f"{task.data}:{lineno}")
+        items.append(item)
     if not items:
         raise InputError(f"{task.data}: no items (task {task.name!r})")
     return items
