@@ -24,6 +24,7 @@ from harness.errors import InputError
 from harness.evaluate.lm_eval_adapter import run_samples, to_rows
 from harness.evaluate.scorer import Scorer
 from harness.evaluate.tasks import evaluate_task, perplexity, prepare
+from harness.memory import release_freed_memory
 from harness.methods import MasterCopy, config_to_dict, model_bytes_16bit, quantize_
 from harness.models import describe, load_model, prefix_token_id, weight_files, weights_fingerprint
 from harness.records import RunSpec, Suite, Variant
@@ -76,6 +77,7 @@ def run(
     """Run (or resume) the sweep described by ``spec``; returns its store (analyse it with
     :func:`harness.analysis.analyse`)."""
     started = time.perf_counter()
+    release_freed_memory()
     suite = load_suite(spec.suite_path)
     task_items = {task.name: load_items(task) for task in suite.tasks if task.kind != "lm_eval"}
     torch.set_num_threads(spec.threads)

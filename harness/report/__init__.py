@@ -61,7 +61,9 @@ def write_reports(
         comparisons=None if comparisons.empty else comparisons,
         knees=knees,
     )
-    plots.plot_slices(per_slice, variants, family, slice_knees, slices or ["all"], paths["slices"])
+    declared = {s for t in manifest.get("suite", {}).get("tasks", []) for s in t.get("slices", [])}
+    headline = [s for s in slices if s == "all" or s in declared or s == "fragile"] or ["all"]
+    plots.plot_slices(per_slice, variants, family, slice_knees, headline, paths["slices"])
     plots.plot_pareto(table, family, paths["pareto"])
     heat = _heat(per_slice, table, slices)
     flags = pd.DataFrame(
@@ -75,7 +77,10 @@ def write_reports(
              "size vs quality": PLOTS["pareto"], "heat map": PLOTS["heatmap"]}  # fmt: skip
     if (root / "diagnostics" / "diagnostics.md").exists():
         links["why it breaks"] = "diagnostics/diagnostics.md"
-    write_markdown(paths["report"], table, grid, manifest, verdict, links, slice_knees)
+    knees_shown = (
+        slice_knees[slice_knees["slice"].isin(headline)] if slice_knees is not None else None
+    )
+    write_markdown(paths["report"], table, grid, manifest, verdict, links, knees_shown)
     write_html(
         paths["html"], manifest=manifest, verdict=verdict, table=table, grid=grid,
         ppl_grid=views.method_by_bits(table, manifest, "ppl") if table["ppl"].notna().any() else pd.DataFrame(),

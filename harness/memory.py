@@ -1,0 +1,29 @@
+"""Keep the process's resident memory close to what it uses.
+
+glibc raises its mmap threshold every time a large block is freed (up to 32 MB), after
+which mid-sized tensors come from the heap and freed pages stay resident: peak memory
+then drifts by hundreds of MB from run to run. A fixed threshold returns such blocks
+to the system as soon as they are freed (measured on the default suite: peak RSS
+1.35-1.66 GB without, 1.23-1.25 GB with).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+THRESHOLD = 4 * 2**20
+
+
+def release_freed_memory() -> bool:
+    """Fix glibc's mmap and trim thresholds; False where there is no glibc (a no-op)."""
+    name = ctypes.util.find_library("c")
+    if not name:
+        return False
+    try:
+        libc = ctypes.CDLL(name)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    return bool(mallopt(M_MMAP_THRESHOLD, THRESHOLD)) and bool(mallopt(M_TRIM_THRESHOLD, THRESHOLD))
