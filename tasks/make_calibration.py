@@ -27,7 +27,9 @@ def main() -> None:
     parser = generator_parser(__doc__, OUT, seeded=False)
     parser.add_argument("--sources", type=Path, help="the FAQ's _sources folder (default: fetch)")
     parser.add_argument("--words", type=int, default=300, help="words per document (default 300)")
-    parser.add_argument("--max-items", type=int, default=200, help="documents to keep (default 200)")
+    parser.add_argument(
+        "--max-items", type=int, default=200, help="documents to keep (default 200)"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         sources = args.sources or fetch_sources(Path(tmp), "faq")
