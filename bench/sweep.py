@@ -106,7 +106,7 @@ def floor_pass(model, tokenizer, tasks, batch_size: int, max_length: int) -> flo
             model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(1) - 1).clamp(min=0),
                   logits_to_keep=max(rows[unique[b]] for b in batch), use_cache=False)  # fmt: skip
         if task.kind == "generate" and task.metric != "greedy_match":
-            scorer.generate(
+            scorer.generate_ids(
                 [item.prompt_ids for item in items], task.max_new_tokens, task.stop, tokenizer
             )
         seconds += time.perf_counter() - start

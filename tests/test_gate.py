@@ -20,10 +20,10 @@ from harness.gate import (
     verdict,
     write_junit,
 )
-from harness.records import Comparison, ItemResult
+from harness.records import Comparison
 from harness.stats import compare
 from harness.store import RunStore
-from tests.synthetic import METRICS, make_items, manifest
+from tests.synthetic import METRICS, make_items, manifest, store_run
 
 SIZES = {"w8": (8, 8.25, 500), "w4": (4, 4.25, 300), "w3": (3, 3.25, 250), "w2": (2, 2.25, 200)}
 
@@ -163,16 +163,9 @@ def test_junit_has_one_case_per_variant_and_rule(tmp_path):
 
 
 def stored_run(tmp_path, effects) -> RunStore:
-    items = make_items(14, effects)
-    store = RunStore.open(tmp_path / "run", {"model": "synthetic"})
-    store.update_manifest(**manifest({v: SIZES[v] for v in effects}))
-    for (variant, task), rows in items.groupby(["variant", "task"], sort=False):
-        store.append(
-            variant,
-            task,
-            [ItemResult(**{**r, "slices": tuple(r["slices"])}) for r in rows.to_dict("records")],
-        )
-    return store
+    return store_run(
+        tmp_path / "run", make_items(14, effects), manifest({v: SIZES[v] for v in effects})
+    )
 
 
 def test_gate_command_exit_codes_and_outputs(tmp_path, capsys):

@@ -248,19 +248,6 @@ class Scorer:
         return text
 
     @torch.inference_mode()
-    def generate(
-        self,
-        prompts: list[list[int]],
-        max_new_tokens: int,
-        stop: tuple[str, ...],
-        tokenizer,
-        on_batch=None,
-    ) -> list[str]:
-        """Greedy continuations of ``prompts``, cut at the first stop string."""
-        ids = self.generate_ids(prompts, max_new_tokens, stop, tokenizer, on_batch)
-        return [self.finish_text(t, stop, tokenizer) for t in ids]
-
-    @torch.inference_mode()
     def generate_ids(
         self,
         prompts: list[list[int]],

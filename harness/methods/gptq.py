@@ -27,7 +27,7 @@ from harness.methods import (
     size_report,
     unquantized_bytes,
 )
-from harness.methods.rtn import fake_quantize, grid, round_to_grid
+from harness.methods.rtn import fake_quantize, grid, round_to_grid, storage_bits
 from harness.records import QuantConfig, QuantReport
 
 
@@ -216,13 +216,9 @@ def quantize_gptq(model: nn.Module, config: GPTQConfig, calib=None) -> QuantRepo
         layer.weight.copy_(
             fake_quantize(layer.weight, config.bits, config.group_size, config.symmetric)
         )
-    stored_bits = n_weights = 0
-    per_group = 16 + (0 if config.symmetric else 16)
-    for _, layer in layers:
-        rows, cols = layer.weight.shape
-        groups = math.ceil(cols / config.group_size) if config.group_size else 1
-        stored_bits += config.bits * rows * cols + rows * groups * per_group
-        n_weights += rows * cols
+    stored_bits = sum(storage_bits(tuple(layer.weight.shape), config.bits, config.group_size, config.symmetric)
+                      for _, layer in layers)  # fmt: skip
+    n_weights = sum(layer.weight.numel() for _, layer in layers)
     note = "scales and zero-points counted at 16 bits"
     if outside:
         note += f"; {len(outside)} layer(s) outside the decoder blocks rounded to nearest"

@@ -107,12 +107,13 @@ def fake_quantize(
     return torch.cat(parts, dim=1).to(weight.dtype)
 
 
-def storage_bits(shape: tuple[int, int], config: RTNConfig, bits: int | None = None) -> int:
+def storage_bits(shape: tuple[int, int], bits: int, group_size: int | None, symmetric: bool,
+                 scale_bits: int = 16, zero_bits: int = 16) -> int:  # fmt: skip
     """Bits to store one quantized weight matrix: codes plus per-group scale (and zero)."""
     rows, cols = shape
-    groups_per_row = 1 if config.group_size is None else math.ceil(cols / config.group_size)
-    per_group = config.scale_bits + (0 if config.symmetric else config.zero_bits)
-    return (bits or config.bits) * rows * cols + rows * groups_per_row * per_group
+    groups_per_row = 1 if group_size is None else math.ceil(cols / group_size)
+    per_group = scale_bits + (0 if symmetric else zero_bits)
+    return bits * rows * cols + rows * groups_per_row * per_group
 
 
 @register_method(RTNConfig)
@@ -123,7 +124,8 @@ def quantize_rtn(model: nn.Module, config: RTNConfig, calib=None) -> QuantReport
     for name, layer in layers:
         bits = config.bits_for(name)
         layer.weight.copy_(fake_quantize(layer.weight, bits, config.group_size, config.symmetric))
-        total_bits += storage_bits(tuple(layer.weight.shape), config, bits)
+        total_bits += storage_bits(tuple(layer.weight.shape), bits, config.group_size, config.symmetric,
+                                   config.scale_bits, config.zero_bits)  # fmt: skip
         n_weights += layer.weight.numel()
     return size_report("rtn", config.bits, len(layers), n_weights, total_bits, rest, simulated=True,
                        note="scales and zero-points counted at 16 bits")  # fmt: skip
