@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from harness.adaptive import partial_failures
 from harness.errors import InputError
 from harness.gate import Policy, apply_policy, load_policy, parse_policy, verdict, write_junit
 from harness.records import Verdict
@@ -57,6 +58,7 @@ def analyse(store: RunStore, *, policy_path: Path | None = None, require: str | 
     comparisons = compare(items, metrics, alpha=policy.alpha, seed=seed)
     knee_table = knees(comparisons, variants)
     findings = apply_policy(policy, comparisons)
+    findings += partial_failures(manifest, findings)
     result = verdict(findings, variants, require)
 
     frame = comparisons_frame(comparisons)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import platform
-import resource
 import sys
 import time
 from dataclasses import asdict
@@ -24,7 +23,7 @@ from harness.errors import InputError
 from harness.evaluate.lm_eval_adapter import run_samples, to_rows
 from harness.evaluate.scorer import Scorer
 from harness.evaluate.tasks import evaluate_task, perplexity, prepare
-from harness.memory import release_freed_memory
+from harness.memory import peak_rss_mib, release_freed_memory, reset_peak
 from harness.methods import MasterCopy, config_to_dict, model_bytes_16bit, quantize_
 from harness.models import describe, load_model, prefix_token_id, weight_files, weights_fingerprint
 from harness.records import RunSpec, Suite, Variant
@@ -78,6 +77,7 @@ def run(
     :func:`harness.analysis.analyse`)."""
     started = time.perf_counter()
     release_freed_memory()
+    reset_peak()
     suite = load_suite(spec.suite_path)
     task_items = {task.name: load_items(task) for task in suite.tasks if task.kind != "lm_eval"}
     torch.set_num_threads(spec.threads)
@@ -153,12 +153,12 @@ def run(
     store.update_manifest(variants={BASELINE.name: _baseline_record(model)},
                           skipped_variants=list(spec.skipped))  # fmt: skip
 
-    def units(task) -> int:
+    def units(task, items=None) -> int:
         if task.kind == "lm_eval":
             return 0
-        n = sum(len(item.requests) for item in prepared[task.name])
+        items = prepared[task.name] if items is None else items
         decodes = task.kind == "generate" and task.metric != "greedy_match"
-        return n + (len(prepared[task.name]) if decodes else 0)
+        return sum(len(item.requests) for item in items) + (len(items) if decodes else 0)
 
     pending = {v.name: [t for t in suite.tasks if not _done(store, v, t)] for v in variants}
     total = sum(units(t) for v in variants for t in pending[v.name])
@@ -180,6 +180,68 @@ def run(
         store.update_manifest(calibration=calibration.record())
     references = {}
     baseline_rows = policy = None
+    seconds: dict[str, float] = {}
+
+    def reference_of(variant: Variant, task):
+        if variant.is_baseline:
+            return None
+        if task.name not in references:  # resuming: the baseline ran in an earlier process
+            references[task.name] = store.load_reference(task.name)
+        return references[task.name]
+
+    def evaluate(variant: Variant, task, items) -> tuple[list, dict | None]:
+        bar.set_description(f"{variant.name} · {task.name}")
+        start = time.perf_counter()
+        if task.kind == "lm_eval":
+            samples = run_samples(task, model, tokenizer, limit=_item_limit(spec, task), batch_size=spec.batch_size,
+                                  max_length=min(max_length, 4096), seed=spec.seed)  # fmt: skip
+            rows, topks = to_rows(task, samples, variant.name), None
+        else:
+            rows, topks = evaluate_task(task, items, scorer, tokenizer, variant.name,
+                                        reference_of(variant, task), on_progress=bar.update)  # fmt: skip
+        key = f"{variant.name}/{task.name}"
+        seconds[key] = seconds.get(key, 0.0) + time.perf_counter() - start
+        return rows, topks
+
+    def finish(variant: Variant, task, rows, topks=None, adaptive: dict | None = None) -> None:
+        if variant.is_baseline and topks is not None:
+            references[task.name] = topks
+            store.save_reference(task.name, topks)
+        store.append(variant.name, task.name, rows)
+        key = f"{variant.name}/{task.name}"
+        store.update_manifest(timings={key: round(seconds.get(key, 0.0), 3)},
+                              **({"adaptive": {key: adaptive}} if adaptive else {}))  # fmt: skip
+        note = f", {adaptive['evaluated']} of {adaptive['of']} items" if adaptive else ""
+        _log(f"{variant.name} · {task.name}: {_headline(task, rows)} "
+             f"(n={len(rows)}{note}, {seconds.get(key, 0.0):.1f}s)")  # fmt: skip
+
+    def evaluate_adaptively(variant: Variant, tasks, baseline_rows, policy) -> list:
+        """Run ``tasks`` under adaptive stopping; returns those left to run whole."""
+
+        def finish_adaptive(task, rows, record):
+            done = {row.item_id for row in rows}
+            skipped = [item for item in prepared[task.name] if item.item_id not in done]
+            bar.update(units(task, skipped))  # keep the bar honest about what is left
+            finish(variant, task, rows, adaptive=record)
+
+        def on_settled(finding):
+            store.update_manifest(adaptive_failures={variant.name: asdict(finding)})
+
+        native = [t for t in tasks if t.kind != "lm_eval"]
+        settled = evaluate_adaptive(native, prepared, lambda t, chunk: evaluate(variant, t, chunk)[0],
+                                    baseline_rows, policy, finish_adaptive, on_settled)  # fmt: skip
+        whole = [t for t in tasks if t.kind == "lm_eval"]  # lm-eval runs a task whole ...
+        if settled is None:
+            return whole
+        for task in whole:  # ... or, once the variant has failed, not at all
+            finish(
+                variant,
+                task,
+                [],
+                adaptive={"evaluated": 0, "of": None, "stopped_by": settled.message},
+            )
+        return []
+
     for variant in variants:
         if not pending[variant.name]:
             continue
@@ -190,50 +252,22 @@ def run(
             store.update_manifest(
                 variants={variant.name: {**records[variant.name], **asdict(report)}}
             )
-        for task in pending[variant.name]:
-            bar.set_description(f"{variant.name} · {task.name}")
-            reference = None
-            if not variant.is_baseline:
-                if task.name not in references:  # resuming: the baseline ran in an earlier process
-                    references[task.name] = store.load_reference(task.name)
-                reference = references[task.name]
-            task_start = time.perf_counter()
-            if task.kind == "lm_eval":
-                samples = run_samples(task, model, tokenizer, limit=_item_limit(spec, task), batch_size=spec.batch_size,
-                                      max_length=min(max_length, 4096), seed=spec.seed)  # fmt: skip
-                rows, topks = to_rows(task, samples, variant.name), None
-            elif spec.adaptive and not variant.is_baseline:
-                if baseline_rows is None:
-                    items = store.load_items()
-                    baseline_rows = items[items["variant"] == BASELINE.name]
-                policy = policy or _policy(spec, suite)
-                rows, record = evaluate_adaptive(task, prepared[task.name], scorer, tokenizer, variant.name, reference,
-                                                 baseline_rows[baseline_rows["task"] == task.name], policy,
-                                                 on_progress=bar.update)  # fmt: skip
-                rows, topks = rows, None
-                skipped_units = sum(
-                    len(it.requests) for it in prepared[task.name][record["evaluated"] :]
-                )
-                bar.update(skipped_units)  # keep the bar honest about what is left
-                store.update_manifest(adaptive={f"{variant.name}/{task.name}": record})
-            else:
-                rows, topks = evaluate_task(task, prepared[task.name], scorer, tokenizer, variant.name,
-                                            reference, on_progress=bar.update)  # fmt: skip
-            if variant.is_baseline and topks is not None:
-                references[task.name] = topks
-                store.save_reference(task.name, topks)
-            store.append(variant.name, task.name, rows)
-            seconds = time.perf_counter() - task_start
-            store.update_manifest(timings={f"{variant.name}/{task.name}": round(seconds, 3)})
-            _log(
-                f"{variant.name} · {task.name}: {_headline(task, rows)} (n={len(rows)}, {seconds:.1f}s)"
-            )
+        tasks = pending[variant.name]
+        if spec.adaptive and not variant.is_baseline:
+            if baseline_rows is None:
+                items = store.load_items()
+                baseline_rows = items[items["variant"] == BASELINE.name]
+            policy = policy or _policy(spec, suite)
+            tasks = evaluate_adaptively(variant, tasks, baseline_rows, policy)
+        for task in tasks:
+            rows, topks = evaluate(variant, task, prepared.get(task.name))
+            finish(variant, task, rows, topks)
     bar.close()
     master.restore()
 
     store.update_manifest(timings={"load_model": round(load_seconds, 3),
                                    "total_last_invocation": round(time.perf_counter() - started, 3)},
-                          peak_rss_mib=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1))  # fmt: skip
+                          peak_rss_mib=round(peak_rss_mib(), 1))  # fmt: skip
     return store
 
 
@@ -269,6 +303,8 @@ def _done(store: RunStore, variant: Variant, task) -> bool:
 
 
 def _headline(task, rows) -> str:
+    if not rows:
+        return "not evaluated"
     if task.kind == "perplexity":
         nll = sum(r.nll for r in rows)
         return f"perplexity {perplexity(nll, sum(r.n_tokens for r in rows)):.3f}"

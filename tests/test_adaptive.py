@@ -1,17 +1,26 @@
-"""Adaptive stopping: balanced order, stopping only on a settled failure, and unchanged
-rows for a variant that keeps passing."""
+"""Adaptive stopping: balanced rounds, stopping a variant everywhere only on a settled
+failure, complete rows for a variant that keeps passing, no pass from partial rows."""
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 
-from harness.adaptive import CHUNK, balanced_order, evaluate_adaptive, settled_failure
+from harness.adaptive import (
+    CHUNK,
+    balanced_order,
+    evaluate_adaptive,
+    item_tokens,
+    partial_failures,
+    round_chunks,
+    settled_failure,
+)
 from harness.evaluate.scorer import Scorer
 from harness.evaluate.tasks import PreparedItem, evaluate_task, prepare
 from harness.gate import parse_policy
 from harness.methods import make_config, quantize_
-from harness.records import Task
+from harness.records import Finding, Task
 from harness.store import rows_to_frame
 from harness.suites import load_items
 from tests.synthetic import make_items
@@ -54,39 +63,113 @@ def mc_task(tmp_path, n=3 * CHUNK + 5):
     )
 
 
-def test_adaptive_stops_a_settled_failure_and_leaves_passing_rows_unchanged(
-    tmp_path, tiny_model, tokenizer
-):
-    task = mc_task(tmp_path)
+def prepared_mc(tmp_path, tokenizer, name="mc", n=3 * CHUNK + 5):
+    task = mc_task(tmp_path, n)
+    task = dataclasses.replace(task, name=name)
     items = prepare(
         task, load_items(task), tokenizer, tokenizer.bos_token_id, load_items(task), seed=0
     )
+    return task, items
+
+
+def test_round_chunks_cut_the_balanced_order_by_tokens_and_items(tmp_path, tokenizer):
+    _, items = prepared_mc(tmp_path, tokenizer)
+    order = balanced_order(items)
+    for budget, cap in [(10**6, CHUNK), (40, CHUNK), (1, CHUNK), (10**6, 5)]:
+        chunks = round_chunks(items, budget, cap)
+        assert [i for chunk in chunks for i in chunk] == order
+        for chunk in chunks:
+            assert 1 <= len(chunk) <= cap
+            assert len(chunk) == 1 or sum(item_tokens(items[i]) for i in chunk) <= budget
+    assert [len(c) for c in round_chunks(items, 1, CHUNK)] == [1] * len(items)
+    assert item_tokens(items[0]) == sum(len(c) + len(x) for c, x in items[0].requests) > 0
+
+
+def test_a_settled_failure_stops_the_variant_on_every_task_and_passing_rows_are_complete(
+    tmp_path, tiny_model, tokenizer
+):
+    tasks, prepared = [], {}
+    for name, n in [("mc", 3 * CHUNK + 5), ("mc_small", CHUNK + 4)]:
+        (tmp_path / name).mkdir()
+        task, items = prepared_mc(tmp_path / name, tokenizer, name, n)
+        tasks.append(task)
+        prepared[name] = items
     base_scorer = Scorer(tiny_model, tokenizer.pad_token_id, batch_size=8, max_length=256, topk=16)
-    base_rows, reference = evaluate_task(task, items, base_scorer, tokenizer, "baseline", None)
-    baseline = rows_to_frame(base_rows)
+    baseline, references = [], {}
+    for task in tasks:
+        rows, references[task.name] = evaluate_task(
+            task, prepared[task.name], base_scorer, tokenizer, "baseline", None
+        )
+        baseline += rows
+    baseline = rows_to_frame(baseline)
     variant = copy.deepcopy(tiny_model)
     quantize_(variant, make_config("rtn", bits=2, group_size=32))
     scorer = Scorer(variant, tokenizer.pad_token_id, batch_size=8, max_length=256, topk=16)
-    full, _ = evaluate_task(task, items, scorer, tokenizer, "w2", reference)
+
+    def run(policy):
+        calls, finished, settled = [], {}, []
+
+        def evaluate(task, chunk):
+            calls.append((task.name, len(chunk)))
+            return evaluate_task(task, chunk, scorer, tokenizer, "w2", references[task.name])[0]
+
+        def finish(task, rows, record):
+            assert task.name not in finished  # once per task
+            finished[task.name] = (rows, record)
+
+        found = evaluate_adaptive(
+            tasks, prepared, evaluate, baseline, policy, finish, settled.append
+        )
+        assert settled == ([found] if found else [])
+        return found, calls, finished
 
     strict = parse_policy(
         {"defaults": False, "rules": [{"kind": "max_kld", "tolerance": 1e-9}]}, "test"
     )
-    rows, record = evaluate_adaptive(
-        task, items, scorer, tokenizer, "w2", reference, baseline, strict
-    )
-    assert record["evaluated"] == CHUNK < record["of"] == len(items) and record["stopped_by"]
-    assert sum("odd" in r.slices for r in rows) == sum("even" in r.slices for r in rows)  # balanced
+    found, calls, finished = run(strict)
+    assert found is not None and found.severity == "fail"
+    first_round = {t.name: len(round_chunks(prepared[t.name])[0]) for t in tasks}
+    assert calls == list(first_round.items())  # one round: every task had its turn, then stop
+    assert set(finished) == {"mc", "mc_small"}
+    for name, (rows, record) in finished.items():
+        assert record == {"evaluated": first_round[name], "of": len(prepared[name]),
+                          "stopped_by": found.message}  # fmt: skip
+        assert len(rows) == first_round[name] < len(prepared[name])
+        odd = sum("odd" in r.slices for r in rows)
+        assert abs(odd - (len(rows) - odd)) <= 1  # slices stay balanced
 
     lenient = parse_policy(
         {"defaults": False, "rules": [{"kind": "max_drop", "tolerance": 1.0}]}, "test"
     )
-    rows, record = evaluate_adaptive(
-        task, items, scorer, tokenizer, "w2", reference, baseline, lenient
+    found, calls, finished = run(lenient)
+    assert found is None
+    for task in tasks:
+        rows, record = finished[task.name]
+        assert record == {"evaluated": len(prepared[task.name]), "of": len(prepared[task.name]),
+                          "stopped_by": None}  # fmt: skip
+        full, _ = evaluate_task(
+            task, prepared[task.name], scorer, tokenizer, "w2", references[task.name]
+        )
+        by_id = {r.item_id: r for r in full}
+        assert sorted(by_id) == sorted(r.item_id for r in rows)
+        for r in rows:  # the same items; batch neighbours differ, so floats agree to rounding
+            assert (r.correct, r.prediction) == (
+                by_id[r.item_id].correct,
+                by_id[r.item_id].prediction,
+            )
+            assert (
+                abs(r.nll - by_id[r.item_id].nll) < 1e-4
+                and abs(r.kld - by_id[r.item_id].kld) < 1e-4
+            )
+
+
+def test_a_variant_stopped_early_never_passes_a_re_gating():
+    stop = Finding(
+        "max_kld", "fail", "w2", "mc", "all", "acc", 0.5, 0.1, (0.3, 0.9), "FAIL: w2 · mc/all: ..."
     )
-    assert record == {"evaluated": len(items), "of": len(items), "stopped_by": None}
-    by_id = {r.item_id: r for r in full}
-    assert len(rows) == len(full)
-    for r in rows:  # the same items; batch neighbours differ, so floats agree to rounding
-        assert (r.correct, r.prediction) == (by_id[r.item_id].correct, by_id[r.item_id].prediction)
-        assert abs(r.nll - by_id[r.item_id].nll) < 1e-4 and abs(r.kld - by_id[r.item_id].kld) < 1e-4
+    manifest = {"adaptive_failures": {"w2": dataclasses.asdict(stop)}}
+    added = partial_failures(json.loads(json.dumps(manifest)), [])
+    assert len(added) == 1 and added[0].severity == "fail" and added[0].variant == "w2"
+    assert added[0].rule == "complete_evaluation" and "evaluated in part" in added[0].message
+    assert partial_failures(manifest, [stop]) == []  # it still fails: nothing to add
+    assert partial_failures({}, []) == []

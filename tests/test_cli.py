@@ -177,6 +177,42 @@ def test_calibration_overlapping_the_suite_is_refused(tiny_model_dir, tiny_suite
     assert code == EXIT_USAGE and "shares a run of 13 words with an evaluation item" in err
 
 
+def test_an_adaptive_stop_is_recorded_and_survives_a_looser_policy(
+    tiny_model_dir, tmp_path, capsys
+):
+    rows = [{"id": f"m{i}", "context": f"{i} plus one is", "choices": [str(i + 1), str(i + 2), "cat"],
+             "answer": 0, "slices": ["odd" if i % 2 else "even"]} for i in range(48)]  # fmt: skip
+    (tmp_path / "mc.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    suite = tmp_path / "suite.yaml"
+    suite.write_text("""name: strict
+version: "1"
+tasks:
+  - {name: mc, kind: multiple_choice, data: mc.jsonl, slices: [arithmetic], prompt: "{context}"}
+gate: {defaults: false, min_items: 5, rules: [{kind: max_kld, tolerance: 1.0e-9}]}
+""")
+    out = tmp_path / "run"
+    code, err = run_cli(["run", "--model", str(tiny_model_dir), "--suite", str(suite), "--out", str(out),
+                         "--methods", "rtn", "--bits", "2", "--group-size", "32", "--threads", "1",
+                         "--no-progress", "--adaptive"], capsys)  # fmt: skip
+    assert code == EXIT_GATE_FAILED, err
+    manifest = json.loads((out / "manifest.json").read_text())
+    record = manifest["adaptive"]["rtn-w2g32/mc"]
+    assert record["evaluated"] < record["of"] == 48 and record["stopped_by"].startswith("FAIL")
+    assert manifest["adaptive_failures"]["rtn-w2g32"]["rule"].startswith("max_kld")
+    items = pd.read_parquet(out / "items.parquet")
+    assert (items["variant"] == "rtn-w2g32").sum() == record["evaluated"]
+
+    lenient = tmp_path / "lenient.yaml"
+    lenient.write_text("rules: [{kind: max_kld, tolerance: 100}]\ndefaults: false\n")
+    code, err = run_cli(["gate", str(out), "--policy", str(lenient)], capsys)
+    assert code == EXIT_GATE_FAILED, err
+    gate = json.loads((out / "gate.json").read_text())
+    assert [f["rule"] for f in gate["findings"] if f["severity"] == "fail"] == [
+        "complete_evaluation"
+    ]
+    assert gate["recommended_variant"] is None
+
+
 def test_adaptive_runs_are_recorded_and_never_mixed_with_full_ones(
     tiny_model_dir, tiny_suite, tmp_path, capsys
 ):

@@ -175,8 +175,10 @@ def adaptive_note(manifest: dict) -> str | None:
     records = manifest.get("adaptive") or {}
     if not records:
         return None
-    done = sum(r["evaluated"] for r in records.values())
-    total = sum(r["of"] for r in records.values())
-    stopped = sum(bool(r.get("stopped_by")) for r in records.values())
+    counted = [r for r in records.values() if r["of"] is not None]  # lm-eval tasks: unknown
+    done = sum(r["evaluated"] for r in counted)
+    total = sum(r["of"] for r in counted)
+    stopped = len(manifest.get("adaptive_failures") or {})
     return (f"Adaptive stopping: {done} of {total} variant items evaluated ({total - done} saved, "
-            f"{(total - done) / max(total, 1):.0%}); {stopped} variant × task pairs stopped on a settled failure.")  # fmt: skip
+            f"{(total - done) / max(total, 1):.0%}); {stopped} variant(s) stopped on every slice "
+            "once a failure was settled (their figures cover the items evaluated).")  # fmt: skip
