@@ -19,7 +19,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import sys
 import time
 from pathlib import Path
@@ -28,10 +27,6 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 REPO = Path(__file__).resolve().parents[1]
-
-
-def peak_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def harness_sweep(spec_args: dict, out: Path, adaptive: bool) -> dict:
@@ -54,7 +49,7 @@ def harness_sweep(spec_args: dict, out: Path, adaptive: bool) -> dict:
         "model_load_seconds": load,
         "peak_rss_mib": manifest.get("peak_rss_mib"),
         "items_evaluated": sum(r["evaluated"] for r in saved.values()) if saved else None,
-        "items_total": sum(r["of"] for r in saved.values()) if saved else None,
+        "items_total": sum(r["of"] or 0 for r in saved.values()) if saved else None,
     }
 
 
@@ -151,7 +146,6 @@ def main() -> None:
 
     print("harness sweep ...", file=sys.stderr)
     figures["harness"] = harness_sweep(spec_args, args.work / "harness", adaptive=False)
-    figures["harness"]["process_peak_rss_mib"] = round(peak_mib(), 1)
     if not args.skip_adaptive:
         print("harness sweep, --adaptive ...", file=sys.stderr)
         figures["harness_adaptive"] = harness_sweep(
@@ -218,6 +212,10 @@ def main() -> None:
             ratios["lm_eval/harness_adaptive"] = round(
                 figures["lm_eval"]["seconds"] / figures["harness_adaptive"]["evaluation_seconds"], 2
             )
+    if "harness_adaptive" in figures:
+        ratios["peak_rss_adaptive/fp32_model"] = round(
+            figures["harness_adaptive"]["peak_rss_mib"] / fp32_mib, 2
+        )
     figures["fp32_model_mib"] = round(fp32_mib, 1)
     figures["ratios"] = ratios
     figures["machine"] = {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),

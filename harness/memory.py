@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import gc
+import resource
+from pathlib import Path
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
 THRESHOLD = 4 * 2**20
@@ -27,3 +30,22 @@ def release_freed_memory() -> bool:
     except (OSError, AttributeError):
         return False
     return bool(mallopt(M_MMAP_THRESHOLD, THRESHOLD)) and bool(mallopt(M_TRIM_THRESHOLD, THRESHOLD))
+
+
+def peak_rss_mib() -> float:
+    """The process's peak resident memory, in MiB, since it started or since
+    :func:`reset_peak`."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def reset_peak() -> bool:
+    """Start the peak count afresh, so a second run in one process records its own peak:
+    collect the garbage an earlier run may have left in reference cycles (its model
+    among it), then reset the kernel's high-water mark (Linux: ``/proc/self/clear_refs``).
+    False where the mark cannot be reset (the peak then covers the whole process)."""
+    gc.collect()
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
