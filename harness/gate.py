@@ -331,7 +331,7 @@ def verdict_table(result: Verdict) -> str:
         lines.append(
             f"{v.variant:<24} {v.effective_bits:>7.3g} {mark:>8} {v.failures:>5} {v.warnings:>5}{star}"
         )
-    target = f"required variant {result.target}" if result.target else "a passing variant exists"
-    lines.append(f"gate: {'PASSED' if result.passed else 'FAILED'} ({target}); "
+    target = f"variant {result.target}" if result.target else "any variant"
+    lines.append(f"gate: {'PASSED' if result.passed else 'FAILED'} (needs {target} to pass); "
                  f"recommended: {result.recommended_variant or 'none'}")  # fmt: skip
     return "\n".join(lines)
