@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -34,8 +35,11 @@ def harness_sweep(spec_args: dict, out: Path, adaptive: bool) -> dict:
     from harness.records import RunSpec
     from harness.runner import run
 
+    shutil.rmtree(
+        out, ignore_errors=True
+    )  # a stored run of the same code would be resumed, not timed
     start = time.perf_counter()
-    store = run(RunSpec(out=out, adaptive=adaptive, **spec_args), overwrite=True, progress=False)
+    store = run(RunSpec(out=out, adaptive=adaptive, **spec_args), progress=False)
     swept = time.perf_counter()
     analyse(store)
     done = time.perf_counter()
