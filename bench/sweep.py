@@ -35,9 +35,8 @@ def harness_sweep(spec_args: dict, out: Path, adaptive: bool) -> dict:
     from harness.records import RunSpec
     from harness.runner import run
 
-    shutil.rmtree(
-        out, ignore_errors=True
-    )  # a stored run of the same code would be resumed, not timed
+    # start afresh: a stored run of unchanged scoring code would be resumed, not timed
+    shutil.rmtree(out, ignore_errors=True)
     start = time.perf_counter()
     store = run(RunSpec(out=out, adaptive=adaptive, **spec_args), progress=False)
     swept = time.perf_counter()
@@ -104,7 +103,7 @@ def floor_pass(model, tokenizer, tasks, batch_size: int, max_length: int) -> flo
                 mask[row, width - len(unique[b]) :] = 1
             model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(1) - 1).clamp(min=0),
                   logits_to_keep=max(rows[unique[b]] for b in batch), use_cache=False)  # fmt: skip
-        if task.kind == "generate" and task.metric != "greedy_match":
+        if task.decodes:
             scorer.generate_ids(
                 [item.prompt_ids for item in items], task.max_new_tokens, task.stop, tokenizer
             )
@@ -144,9 +143,8 @@ def main() -> None:
     figures: dict = {
         "threads": args.threads,
         "batch_size": args.batch_size,
-        "variants": ["baseline", *spec_args["variants"]],
+        "variants": ["baseline", *(v.name for v in spec_args["variants"])],
     }
-    figures["variants"] = ["baseline", *(v.name for v in spec_args["variants"])]
 
     print("harness sweep ...", file=sys.stderr)
     figures["harness"] = harness_sweep(spec_args, args.work / "harness", adaptive=False)

@@ -105,6 +105,12 @@ class Task:
     limit: int = 0  # evaluate only the first N items (0: all); --limit caps it further
     lm_eval: str = ""  # lm_eval kind: an lm-eval task name, or the absolute path of its YAML file
 
+    @property
+    def decodes(self) -> bool:
+        """Whether the items need greedy decoding (``greedy_match`` reads its answer off
+        the gold continuation's scores instead)."""
+        return self.kind == "generate" and self.metric != "greedy_match"
+
 
 @dataclass(frozen=True)
 class Suite:

@@ -157,8 +157,7 @@ def run(
         if task.kind == "lm_eval":
             return 0
         items = prepared[task.name] if items is None else items
-        decodes = task.kind == "generate" and task.metric != "greedy_match"
-        return sum(len(item.requests) for item in items) + (len(items) if decodes else 0)
+        return sum(len(item.requests) for item in items) + (len(items) if task.decodes else 0)
 
     pending = {v.name: [t for t in suite.tasks if not _done(store, v, t)] for v in variants}
     total = sum(units(t) for v in variants for t in pending[v.name])

@@ -182,14 +182,13 @@ def evaluate_task(
             else None
             for n, r in owners
         ]
-    decodes = task.kind == "generate" and task.metric != "greedy_match"
     scored = scorer.score(flat, references=refs, keep_topk=reference is None, on_batch=on_progress,
-                          next_token=decodes)  # fmt: skip
+                          next_token=task.decodes)  # fmt: skip
     by_item: list[list[Scored]] = [[] for _ in items]
     for (n, _), s in zip(owners, scored, strict=True):
         by_item[n].append(s)
     generations = (
-        decode_greedy(task, items, by_item, scorer, tokenizer, on_progress) if decodes else []
+        decode_greedy(task, items, by_item, scorer, tokenizer, on_progress) if task.decodes else []
     )
 
     rows, topks = [], {}
