@@ -145,3 +145,27 @@ def test_layer_bit_map_keeps_chosen_layers_at_higher_precision(tiny_model):
     assert config_from_dict(config_to_dict(config)) == config
     with pytest.raises(InputError, match="supports bits 8, 7, 6, 5, 4, 3, 2, not 12"):
         make_config("rtn", bits=4, layer_bits=(("x", 12),))
+
+
+@pytest.mark.parametrize("bits", [2, 3, 4, 8])
+def test_one_signed_groups_keep_their_spread(bits):
+    """A group of values in [1, 2] (or [-2, -1]) must not collapse onto one value: the
+    range is stretched to include 0, as the reference GPTQ quantizer does."""
+    w = torch.linspace(1.0, 2.0, 32).repeat(3, 1)
+    for sign in (1.0, -1.0):
+        q = fake_quantize(sign * w, bits, 32)
+        assert q.unique().numel() > 1
+        step = 2.0 / (2**bits - 1)  # the grid spans [0, 2]: error at most half a step
+        assert (q - sign * w).abs().max() <= step / 2 + 1e-6
+
+
+def test_constant_and_one_wide_ragged_groups_are_reproduced():
+    w = torch.full((2, 64), 0.37)
+    assert torch.allclose(fake_quantize(w, 4, 32), w, atol=0.37 / 15)
+    zeros = torch.zeros(2, 32)
+    assert torch.equal(fake_quantize(zeros, 4, 32), zeros)
+    ragged = torch.randn(3, 33)  # groups of 32 and a 1-wide tail
+    q = fake_quantize(ragged, 4, 32)
+    tail_step = ragged[:, 32].abs() / 15
+    assert torch.all((q[:, 32] - ragged[:, 32]).abs() <= tail_step / 2 + 1e-6)
+    assert torch.all(q[:, 32] != 0)

@@ -65,16 +65,23 @@ class RTNConfig(QuantConfig):
 
 def grid(groups: torch.Tensor, bits: int, symmetric: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-row (scale, zero-point) of the min/max grid of each row of ``groups`` (the zero
-    is an integer code; 0 when symmetric)."""
+    is an integer code; 0 when symmetric).
+
+    As in the reference GPTQ quantizer and gpt-fast, the range is stretched to include 0,
+    so the integer zero-point always lies on the grid and a group whose values share one
+    sign keeps its spread; an all-zero group gets the range [-1, 1].
+    """
     if symmetric:
         qmax = 2 ** (bits - 1) - 1
         scale = groups.abs().amax(dim=-1, keepdim=True).clamp(min=1e-12) / qmax
         return scale, torch.zeros_like(scale)
     qmax = 2**bits - 1
-    low = groups.amin(dim=-1, keepdim=True)
-    high = groups.amax(dim=-1, keepdim=True)
-    scale = ((high - low) / qmax).clamp(min=1e-12)
-    return scale, torch.clamp(torch.round(-low / scale), 0, qmax)
+    low = groups.amin(dim=-1, keepdim=True).clamp(max=0)
+    high = groups.amax(dim=-1, keepdim=True).clamp(min=0)
+    empty = (low == 0) & (high == 0)
+    low, high = torch.where(empty, -1.0, low), torch.where(empty, 1.0, high)
+    scale = (high - low) / qmax
+    return scale, torch.round(-low / scale)
 
 
 def round_to_grid(
