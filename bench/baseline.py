@@ -39,7 +39,6 @@ def main() -> None:
         tokenizer.pad_token_id,
         batch_size=8,
         max_length=model.config.max_position_embeddings,
-        topk=8,
     )
     print("| task | slice | n | metric | baseline | seconds |\n|---|---|---|---|---|---|")
     for task in load_suite(args.suite).tasks:

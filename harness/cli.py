@@ -116,8 +116,6 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation.add_argument("--adaptive", action="store_true",
                             help="stop evaluating a variant on a task once the gate's failure is settled "
                             "(saves items on collapsed variants; passing variants see every item)")  # fmt: skip
-    evaluation.add_argument("--kld-topk", type=_positive, default=128,
-                            help="baseline tokens kept per position for KL divergence (default 128)")  # fmt: skip
     output = run.add_argument_group("output")
     output.add_argument(
         "--out", type=Path, default=None, help="run folder (default: results/<model>-<suite>)"
@@ -327,7 +325,7 @@ def cmd_run(args, argv: list[str]) -> int:
     spec = RunSpec(
         model=ModelSpec(args.model, args.revision, args.dtype, args.trust_remote_code, args.device),
         suite_path=args.suite, out=out, variants=tuple(variants), limit=args.limit, seed=args.seed,
-        threads=args.threads, batch_size=args.batch_size, kld_topk=args.kld_topk,
+        threads=args.threads, batch_size=args.batch_size,
         calibration=calibration, skipped=tuple(skipped), adaptive=args.adaptive, policy=args.policy,
     )  # fmt: skip
     if args.policy is not None and not args.policy.is_file():

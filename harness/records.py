@@ -133,7 +133,6 @@ class RunSpec:
     seed: int = 0
     threads: int = 1
     batch_size: int = 8
-    kld_topk: int = 128
     calibration: CalibrationSpec | None = None
     skipped: tuple[str, ...] = ()  # (method, bits) pairs left out as unsupported, for the report
     adaptive: bool = False  # stop a variant's task once the gate's failure is settled
@@ -146,7 +145,8 @@ class ItemResult:
 
     ``nll`` and ``n_tokens`` cover the scored tokens (the text for perplexity, the
     gold continuation otherwise); ``kld`` and ``top1_agree`` compare the variant's
-    next-token distributions to the baseline's on those same tokens.
+    next-token distributions to the baseline's on those same tokens (their means;
+    ``kld_tokens`` and ``dp_tokens`` keep every token, for percentiles).
     """
 
     variant: str
@@ -164,6 +164,8 @@ class ItemResult:
     margin: float | None  # gold log-prob minus the best wrong choice (multiple_choice)
     prediction: str
     target: str
+    kld_tokens: tuple[float, ...] | None = None  # KL divergence at each scored token
+    dp_tokens: tuple[float, ...] | None = None  # p_variant(gold) - p_baseline(gold) per token
 
 
 @dataclass(frozen=True)
@@ -197,6 +199,14 @@ class Comparison:
     p_value: float  # McNemar exact (accuracy) or Wilcoxon signed-rank (perplexity)
     q_value: float  # Benjamini-Hochberg across every comparison of the run
     level: float
+    # over every scored token of the slice, as llama.cpp's --kl-divergence reports them
+    kld_p50: float | None = None
+    kld_p90: float | None = None
+    kld_p95: float | None = None
+    kld_p99: float | None = None
+    kld_p999: float | None = None
+    kld_max: float | None = None
+    dp_rms: float | None = None  # root mean square of the gold token's probability change
 
 
 @dataclass(frozen=True)

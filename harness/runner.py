@@ -24,7 +24,13 @@ from harness.evaluate.lm_eval_adapter import run_samples, to_rows
 from harness.evaluate.scorer import Scorer
 from harness.evaluate.tasks import evaluate_task, perplexity, prepare
 from harness.memory import peak_rss_mib, release_freed_memory, reset_peak
-from harness.methods import MasterCopy, config_to_dict, model_bytes_16bit, quantize_
+from harness.methods import (
+    MasterCopy,
+    config_to_dict,
+    model_bytes_16bit,
+    quantize_,
+    quantizes_output_head,
+)
 from harness.models import describe, load_model, prefix_token_id, weight_files, weights_fingerprint
 from harness.records import RunSpec, Suite, Variant
 from harness.store import RunStore
@@ -93,7 +99,6 @@ def run(
         "code": code_fingerprint(),
         "limit": spec.limit,
         "seed": spec.seed,
-        "kld_topk": spec.kld_topk,
         "dtype": spec.model.dtype,
         "device": next(model.parameters()).device.type,
     }
@@ -128,7 +133,7 @@ def run(
             "threads": spec.threads,
             "batch_size": spec.batch_size,
             "limit": spec.limit,
-            "kld_topk": spec.kld_topk,
+            "kld": "full vocabulary, from the baseline's stored final hidden states",
         },  # fmt: skip
         libraries=library_versions(),
         base_precision=grid,
@@ -147,7 +152,7 @@ def run(
 
     max_length = int(getattr(model.config, "max_position_embeddings", 2048) or 2048)
     scorer = Scorer(model, tokenizer.pad_token_id, batch_size=spec.batch_size,
-                    max_length=max_length, topk=spec.kld_topk)  # fmt: skip
+                    max_length=max_length)  # fmt: skip
     master = MasterCopy(model, weight_files(spec.model))
     variants = [BASELINE, *spec.variants]
     store.update_manifest(variants={BASELINE.name: _baseline_record(model)},
@@ -247,6 +252,8 @@ def run(
         master.restore()
         if variant.config is not None:
             bar.set_description(f"{variant.name} · quantize")
+            if quantizes_output_head(model, variant.config):
+                scorer.reference_head.keep_copy()  # the baseline's head stays the reference
             report = quantize_(model, variant.config, calibration)
             store.update_manifest(
                 variants={variant.name: {**records[variant.name], **asdict(report)}}

@@ -122,12 +122,35 @@ def compare_pair(base: pd.DataFrame, var: pd.DataFrame, metric: str, level: floa
         kld_ci = _interval((kld_values * weights)[idx].sum(axis=1) / w_boot, level)
         top1_ci = _interval((top1_values * weights)[idx].sum(axis=1) / w_boot, level)
     return Comparison(
+        **token_tails(var),
         variant=variant, task=task, slice=slice_, metric=metric, n=n,
         base_value=float(base_value), value=float(value), delta=float(value - base_value),
         delta_ci=_interval(v_boot - b_boot, level), loss=float(loss), loss_ci=_interval(loss_boot, level),
         lost=lost, gained=gained, flip_rate=flip_rate, flip_rate_ci=flip_ci, kld=kld, kld_ci=kld_ci,
         top1=top1, top1_ci=top1_ci, p_value=float(p_value), q_value=float(p_value), level=level,
     )  # fmt: skip
+
+
+KLD_QUANTILES = {
+    "kld_p50": 0.5,
+    "kld_p90": 0.9,
+    "kld_p95": 0.95,
+    "kld_p99": 0.99,
+    "kld_p999": 0.999,
+}
+
+
+def token_tails(var: pd.DataFrame) -> dict[str, float]:
+    """KLD percentiles and maximum, and the RMS change of the gold token's probability,
+    over every scored token of ``var``'s rows (empty when the rows carry no tokens)."""
+    if "kld_tokens" not in var or var["kld_tokens"].isna().any() or var["dp_tokens"].isna().any():
+        return {}
+    kld = np.concatenate([np.asarray(t, dtype=float) for t in var["kld_tokens"]])
+    dp = np.concatenate([np.asarray(t, dtype=float) for t in var["dp_tokens"]])
+    if kld.size == 0:
+        return {}
+    tails = {name: float(np.quantile(kld, q)) for name, q in KLD_QUANTILES.items()}
+    return {**tails, "kld_max": float(kld.max()), "dp_rms": float(np.sqrt(np.mean(dp**2)))}
 
 
 def compare(items: pd.DataFrame, metrics: dict[str, str], *, alpha: float = 0.05, n_boot: int = 2000,

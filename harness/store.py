@@ -4,7 +4,7 @@ Layout::
 
     manifest.json              config, model and suite hashes, versions, timings
     parts/<variant>__<task>.parquet   rows of one finished variant x task
-    reference/<task>.safetensors      the baseline's top-k next-token distributions
+    reference/<task>.safetensors      the baseline's final hidden states at scored tokens
     items.parquet              every part, concatenated (rebuilt after each append)
 
 Every file is written to a temporary name and renamed into place, so a run killed at
@@ -29,8 +29,8 @@ import pandas as pd
 from harness.errors import InputError
 from harness.records import ItemResult
 
-if TYPE_CHECKING:  # torch loads only when reference distributions are read or written
-    from harness.evaluate.scorer import TopK
+if TYPE_CHECKING:  # torch loads only when references are read or written
+    from harness.evaluate.scorer import Reference
 
 ITEM_COLUMNS = [f.name for f in dataclasses.fields(ItemResult)]
 
@@ -169,18 +169,15 @@ class RunStore:
             return pd.DataFrame(columns=ITEM_COLUMNS)
         return pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)
 
-    # the baseline's reference distributions ---------------------------------------------
+    # the baseline's references ---------------------------------------------------------
     def _reference(self, task: str) -> Path:
         return self.root / "reference" / f"{_slug(task)}.safetensors"
 
-    def save_reference(self, task: str, topks: dict[str, TopK]) -> None:
+    def save_reference(self, task: str, references: dict[str, Reference]) -> None:
         from safetensors.torch import save_file
 
-        ids = list(topks)
-        tensors = {}
-        for n, item_id in enumerate(ids):
-            tensors[f"idx.{n}"] = topks[item_id].idx.contiguous()
-            tensors[f"logp.{n}"] = topks[item_id].logp.contiguous()
+        ids = list(references)
+        tensors = {f"hidden.{n}": references[i].hidden.contiguous() for n, i in enumerate(ids)}
         metadata = {"ids": json.dumps(ids)}
         _atomic_write(
             self._reference(task), lambda tmp: save_file(tensors, str(tmp), metadata=metadata)
@@ -189,20 +186,15 @@ class RunStore:
     def has_reference(self, task: str) -> bool:
         return self._reference(task).exists()
 
-    def load_reference(self, task: str) -> dict[str, TopK] | None:
-        import torch
+    def load_reference(self, task: str) -> dict[str, Reference] | None:
         from safetensors import safe_open
 
-        from harness.evaluate.scorer import TopK
+        from harness.evaluate.scorer import Reference
 
         path = self._reference(task)
         if not path.exists():
             return None
         with safe_open(str(path), framework="pt") as f:
             ids = json.loads(f.metadata()["ids"])
-            return {
-                item_id: TopK(
-                    idx=f.get_tensor(f"idx.{n}"), logp=f.get_tensor(f"logp.{n}").to(torch.float32)
-                )
-                for n, item_id in enumerate(ids)
-            }
+            return {item_id: Reference(hidden=f.get_tensor(f"hidden.{n}"))
+                    for n, item_id in enumerate(ids)}  # fmt: skip

@@ -16,7 +16,7 @@ from harness.adaptive import (
     round_chunks,
     settled_failure,
 )
-from harness.evaluate.scorer import Scorer
+from harness.evaluate.scorer import ReferenceHead, Scorer
 from harness.evaluate.tasks import PreparedItem, evaluate_task, prepare
 from harness.gate import parse_policy
 from harness.methods import make_config, quantize_
@@ -94,7 +94,7 @@ def test_a_settled_failure_stops_the_variant_on_every_task_and_passing_rows_are_
         task, items = prepared_mc(tmp_path / name, tokenizer, name, n)
         tasks.append(task)
         prepared[name] = items
-    base_scorer = Scorer(tiny_model, tokenizer.pad_token_id, batch_size=8, max_length=256, topk=16)
+    base_scorer = Scorer(tiny_model, tokenizer.pad_token_id, batch_size=8, max_length=256)
     baseline, references = [], {}
     for task in tasks:
         rows, references[task.name] = evaluate_task(
@@ -104,7 +104,8 @@ def test_a_settled_failure_stops_the_variant_on_every_task_and_passing_rows_are_
     baseline = rows_to_frame(baseline)
     variant = copy.deepcopy(tiny_model)
     quantize_(variant, make_config("rtn", bits=2, group_size=32))
-    scorer = Scorer(variant, tokenizer.pad_token_id, batch_size=8, max_length=256, topk=16)
+    scorer = Scorer(variant, tokenizer.pad_token_id, batch_size=8, max_length=256,
+                    reference_head=ReferenceHead(tiny_model))  # fmt: skip
 
     def run(policy):
         calls, finished, settled = [], {}, []

@@ -37,7 +37,7 @@ def text_task():
 def perplexity_of(model, tokenizer, task, reference=None):
     items = load_items(task)[:N_ITEMS]
     prepared = prepare(task, items, tokenizer, prefix_token_id(tokenizer), items, seed=0)
-    scorer = Scorer(model, tokenizer.pad_token_id, batch_size=4, max_length=2048, topk=64)
+    scorer = Scorer(model, tokenizer.pad_token_id, batch_size=4, max_length=2048)
     rows, topks = evaluate_task(task, prepared, scorer, tokenizer, "v", reference)
     ppl = math.exp(sum(r.nll for r in rows) / sum(r.n_tokens for r in rows))
     return ppl, rows, topks
@@ -60,7 +60,7 @@ def test_engine_perplexity_equals_plain_transformers(default_model, text_task):
     with torch.no_grad():
         loss = model(torch.tensor([ids]), labels=torch.tensor([ids])).loss
     prepared = prepare(text_task, [item], tokenizer, prefix_token_id(tokenizer), [item], seed=0)
-    scorer = Scorer(model, tokenizer.pad_token_id, batch_size=1, max_length=2048, topk=8)
+    scorer = Scorer(model, tokenizer.pad_token_id, batch_size=1, max_length=2048)
     rows, _ = evaluate_task(text_task, prepared, scorer, tokenizer, "baseline", None)
     assert math.exp(rows[0].nll / rows[0].n_tokens) == pytest.approx(
         math.exp(float(loss)), rel=1e-4
@@ -121,3 +121,31 @@ def test_methods_on_the_default_model(default_model, text_task):
         assert abs(ppl[method, 8] / base - 1) < 0.01, (method, ppl, base)
     for method in ("bnb", "torchao"):
         assert abs(ppl[method, 8] / base - 1) < 0.05, (method, ppl, base)
+
+
+@pytest.mark.parametrize("config", [{"method": "gguf", "bits": 4, "qtype": "Q4_0"},
+                                    {"method": "rtn", "bits": 4, "group_size": 128}])  # fmt: skip
+def test_kld_matches_the_full_vocabulary_value(default_model, text_task, config):
+    """The engine's KLD against a plain full-vocabulary computation from
+    ``model(...).logits`` on one text (the issue's bar: within 2%; the top-128 summary of
+    earlier versions was ~10% low)."""
+    from harness.methods import make_config
+
+    model, tokenizer = default_model
+    master = MasterCopy(model)
+    item = load_items(text_task)[0]
+    ids = [tokenizer.bos_token_id] + tokenizer(item["text"], add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        p = model(torch.tensor([ids])).logits[0, :-1].double().log_softmax(-1)
+    _, _, reference = perplexity_of(model, tokenizer, text_task)
+    try:
+        quantize_(model, make_config(**config))
+        with torch.no_grad():
+            q = model(torch.tensor([ids])).logits[0, :-1].double().log_softmax(-1)
+        _, rows, _ = perplexity_of(model, tokenizer, text_task, reference)
+    finally:
+        master.restore()
+    exact = float((p.exp() * (p - q)).sum(-1).mean())
+    row = next(r for r in rows if r.item_id == item["id"])
+    assert row.kld == pytest.approx(exact, rel=0.02)
+    assert row.kld == pytest.approx(exact, rel=1e-3)  # in fact exact up to float16 storage

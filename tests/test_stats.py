@@ -115,3 +115,23 @@ def test_fragile_is_the_baselines_least_confident_fifth_in_every_variant():
         (v, "gen", "4") for v in ("baseline", "v")
     }
     assert fragile == expected
+
+
+def test_token_tails_pool_every_token_of_the_slice():
+    """Percentiles, maximum and RMS over the tokens of all rows, as numpy computes them
+    on the pooled values."""
+    from harness.stats import token_tails
+
+    rng = np.random.default_rng(0)
+    tokens = [rng.exponential(0.1, size=n) for n in (5, 40, 1)]
+    dps = [rng.normal(0, 0.05, size=len(t)) for t in tokens]
+    frame = pd.DataFrame(
+        {"kld_tokens": [tuple(t) for t in tokens], "dp_tokens": [tuple(d) for d in dps]}
+    )
+    tails = token_tails(frame)
+    pooled, pooled_dp = np.concatenate(tokens), np.concatenate(dps)
+    assert tails["kld_p99"] == pytest.approx(np.percentile(pooled, 99))
+    assert tails["kld_p50"] == pytest.approx(np.median(pooled))
+    assert tails["kld_max"] == pooled.max()
+    assert tails["dp_rms"] == pytest.approx(np.sqrt((pooled_dp**2).mean()))
+    assert token_tails(frame.assign(kld_tokens=[None, None, None])) == {}

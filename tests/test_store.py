@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from harness.errors import InputError
-from harness.evaluate.scorer import TopK
+from harness.evaluate.scorer import Reference
 from harness.records import ItemResult
 from harness.store import RunStore
 
@@ -61,14 +61,15 @@ def test_manifest_updates_merge(tmp_path):
 
 def test_reference_round_trip(tmp_path):
     store = RunStore.open(tmp_path / "run", {"model": "a"})
-    topks = {"x/1": TopK(idx=torch.arange(6, dtype=torch.int32).reshape(2, 3), logp=torch.randn(2, 3)),
-             "y": TopK(idx=torch.zeros((1, 3), dtype=torch.int32), logp=torch.zeros(1, 3))}  # fmt: skip
-    store.save_reference("task one", topks)
+    refs = {
+        "x/1": Reference(hidden=torch.randn(2, 3).half()),
+        "y": Reference(hidden=torch.zeros(1, 3)),
+    }
+    store.save_reference("task one", refs)
     loaded = store.load_reference("task one")
     assert list(loaded) == ["x/1", "y"]
-    assert torch.equal(loaded["x/1"].idx, topks["x/1"].idx) and torch.equal(
-        loaded["x/1"].logp, topks["x/1"].logp
-    )
+    assert torch.equal(loaded["x/1"].hidden, refs["x/1"].hidden)
+    assert loaded["y"].hidden.dtype == torch.float32 and loaded["y"].hidden.shape == (1, 3)
     assert store.load_reference("other") is None
     assert store.has_reference("task one") and not store.has_reference("other")
 

@@ -2,15 +2,15 @@
 
 A request is ``(context_ids, continuation_ids)``. For each request the scorer returns
 the log-probability of every continuation token, whether greedy decoding would have
-produced the continuation, and the next-token distributions at those positions —
-summarised as their top-k (kept for the baseline), or compared to the baseline's
-summary (mean KL divergence and top-1 agreement, for a variant).
+produced the continuation, and — against the baseline — the exact KL divergence of the
+full next-token distributions, top-1 agreement and the change of the gold token's
+probability at every scored position.
 
-KL divergence from a top-k summary: the baseline keeps its k most likely tokens per
-position and the variant's distribution is coarse-grained the same way (those k tokens
-plus one bucket for the rest). The result is the exact KL between the coarse-grained
-distributions: a lower bound on the full KL that is exact when the baseline's tail
-mass is zero (and always when k >= vocabulary size).
+The baseline's reference is its final hidden state at each scored position (16 bits
+where that is exact enough, see :func:`compact`). A variant recomputes the baseline's
+whole distribution from it with the baseline's own output head (:class:`ReferenceHead`),
+so KL divergence covers the full vocabulary (as llama.cpp's ``--kl-divergence`` does)
+while storing ``hidden_size`` numbers per position instead of ``vocab_size``.
 """
 
 from __future__ import annotations
@@ -20,39 +20,116 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from harness.errors import InputError
+
 
 @dataclass
-class TopK:
-    """A model's k most likely next tokens at each scored position."""
+class Reference:
+    """The baseline's final hidden states at the scored positions of one item."""
 
-    idx: torch.Tensor  # [n, k] int32
-    logp: torch.Tensor  # [n, k] float32
+    hidden: torch.Tensor  # [n, hidden_size], float16 (or float32 where float16 overflows)
 
 
 @dataclass
 class Scored:
     token_logprobs: torch.Tensor  # [n] float64
     greedy: bool
-    topk: TopK | None = None  # kept when scoring the baseline
-    kld: torch.Tensor | None = None  # [n] float64, vs the reference
-    top1: torch.Tensor | None = None  # [n] bool, argmax equals the reference's
+    hidden: torch.Tensor | None = None  # [n, d] kept when scoring the baseline (the reference)
+    kld: torch.Tensor | None = None  # [n] float64: KL(baseline || variant), full vocabulary
+    top1: torch.Tensor | None = None  # [n] bool, argmax equals the baseline's
+    dp: torch.Tensor | None = None  # [n] float64: p_variant(gold) - p_baseline(gold)
     argmax: torch.Tensor | None = None  # [n] the greedy token at each scored position
     next_token: int | None = None  # greedy token after the continuation (``next_token=True``)
 
 
-def kl_from_topk(var_logp: torch.Tensor, ref: TopK) -> torch.Tensor:
-    """Per-position KL(reference || variant) over the reference's top-k plus a tail bucket.
+def scale_logits(model: torch.nn.Module, logits: torch.Tensor) -> torch.Tensor:
+    """Every scaling a causal LM applies after its output embedding: Granite divides by
+    ``logits_scaling``, Cohere multiplies by ``logit_scale``, Gemma 2/3 soft-cap.
+    :func:`check_output_head` proves the result equals ``model(...).logits``."""
+    config = model.config
+    scaling = getattr(config, "logits_scaling", None)
+    if scaling and scaling != 1:
+        logits = logits / scaling
+    scale = getattr(model, "logit_scale", None)
+    if isinstance(scale, int | float) and scale != 1:
+        logits = logits * scale
+    softcap = getattr(config, "final_logit_softcapping", None)
+    if softcap:
+        logits = torch.tanh(logits / softcap) * softcap
+    return logits
 
-    ``var_logp`` holds the variant's full log-softmax rows, ``[n, vocab]``.
+
+def output_logits(model: torch.nn.Module, hidden: torch.Tensor) -> torch.Tensor:
+    """The model's logits from its final hidden states (its head is looked up each time:
+    a method may swap it)."""
+    return scale_logits(model, model.get_output_embeddings()(hidden))
+
+
+@torch.inference_mode()
+def check_output_head(model: torch.nn.Module) -> None:
+    """Refuse a model whose logits :func:`output_logits` does not reproduce: scoring from
+    hidden states must give exactly what ``model(...).logits`` gives."""
+    device = next(model.parameters()).device
+    ids = torch.arange(3, 11, device=device)[None] % model.config.vocab_size
+    own = model(input_ids=ids, use_cache=False).logits.float()
+    hidden = model.base_model(input_ids=ids, use_cache=False).last_hidden_state
+    ours = output_logits(model, hidden).float()
+    gap = float((own - ours).abs().max())
+    if not gap <= 1e-3 * max(1.0, float(own.abs().max())):
+        raise InputError(
+            f"{type(model).__name__}: its logits are not its output embedding of the final "
+            f"hidden states (max difference {gap:.3g}); it applies an output transform the "
+            "harness does not know, so its scores would be wrong"
+        )
+
+
+class ReferenceHead:
+    """The baseline's output head, to turn stored hidden states back into the baseline's
+    full distribution while a variant is loaded.
+
+    It holds the live head weight (no copy) as long as nothing changed it; call
+    :meth:`keep_copy` before a method that quantizes the head. A head changed without
+    that is an error, never a silently wrong reference.
     """
-    p_log = ref.logp.double()
-    q_log = var_logp.gather(1, ref.idx.long()).double()
-    p = p_log.exp()
-    head = (p * (p_log - q_log)).sum(dim=1)
-    p_rest = (1.0 - p.sum(dim=1)).clamp(min=0.0)
-    q_rest = (1.0 - q_log.exp().sum(dim=1)).clamp(min=1e-30)
-    tail = torch.where(p_rest > 0, p_rest * (p_rest.clamp(min=1e-30).log() - q_rest.log()), 0.0)
-    return (head + tail).clamp(min=0.0)
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.model = model
+        module = model.get_output_embeddings()
+        self.weight, self.bias = module.weight, module.bias
+        self.version = self.weight._version
+        self.copy: tuple[torch.Tensor, torch.Tensor | None] | None = None
+
+    def keep_copy(self) -> None:
+        if self.copy is None:
+            self._check()
+            self.copy = (self.weight.detach().clone(),
+                         None if self.bias is None else self.bias.detach().clone())  # fmt: skip
+
+    def _check(self) -> None:
+        live = self.model.get_output_embeddings()
+        if getattr(live, "weight", None) is not self.weight or self.weight._version != self.version:
+            raise RuntimeError("the baseline's output head was changed in place without "
+                               "ReferenceHead.keep_copy(); its reference is lost")  # fmt: skip
+
+    def __call__(self, hidden: torch.Tensor) -> torch.Tensor:
+        if self.copy is None:
+            self._check()
+        weight, bias = self.copy or (self.weight, self.bias)
+        return scale_logits(self.model, F.linear(hidden.to(weight.dtype), weight, bias))
+
+
+def compact(hidden: torch.Tensor) -> torch.Tensor:
+    """Hidden states for storage: float16 when they fit its range (the baseline's
+    distribution recomputed from them differs by a KL of ~1e-7), else unchanged."""
+    if hidden.dtype == torch.float32 and hidden.numel() and float(hidden.abs().max()) < 3e4:
+        return hidden.half()
+    return hidden
+
+
+def token_kld(base_logp: torch.Tensor, var_logp: torch.Tensor) -> torch.Tensor:
+    """Per-position KL(baseline || variant) over the full vocabulary, in float64."""
+    p_log, q_log = base_logp.double(), var_logp.double()
+    return (p_log.exp() * (p_log - q_log)).sum(dim=-1).clamp(min=0.0)
 
 
 CHUNK = 64  # positions whose vocabulary-wide log-probabilities are held at once (12 MB each here)
@@ -75,18 +152,20 @@ class Scorer:
         batch_size: int = 8,
         max_batch_tokens: int | None = None,
         max_length: int = 2048,
-        topk: int = 128,
+        reference_head: ReferenceHead | None = None,
     ) -> None:
+        """``reference_head``: the baseline's head, for comparing to stored references
+        (default: this model's head as it is now, before any method touched it)."""
+        check_output_head(model)
         self.model = model
         self.pad_id = pad_id
         self.batch_size = batch_size
         self.max_length = max_length
-        self.topk = topk
         self.device = next(model.parameters()).device
         self.max_batch_tokens = max_batch_tokens or MAX_BATCH_TOKENS.get(
             self.device.type, MAX_BATCH_TOKENS_ACCELERATOR
         )
-        self.softcap = getattr(model.config, "final_logit_softcapping", None)
+        self.reference_head = reference_head or ReferenceHead(model)
 
     def _batches(self, lengths: list[int]) -> list[list[int]]:
         order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
@@ -108,8 +187,8 @@ class Scorer:
     def score(
         self,
         requests: list[tuple[list[int], list[int]]],
-        references: list[TopK | None] | None = None,
-        keep_topk: bool = False,
+        references: list[Reference | None] | None = None,
+        keep_hidden: bool = False,
         on_batch=None,
         next_token: bool = False,
     ) -> list[Scored]:
@@ -151,10 +230,12 @@ class Scorer:
                 ],
                 [requests[i][1] for _, i in owners],
                 [references[i] if references is not None else None for _, i in owners],
-                keep_topk,
+                keep_hidden,
             )
             if next_token:
-                after = self._logits(hidden[[row for row, _ in owners], -1]).argmax(dim=-1)
+                after = output_logits(self.model, hidden[[row for row, _ in owners], -1]).argmax(
+                    dim=-1
+                )
                 for result, token in zip(scored, after.tolist(), strict=True):
                     result.next_token = int(token)
             for (_, i), result in zip(owners, scored, strict=True):
@@ -175,17 +256,12 @@ class Scorer:
         )
         return out.last_hidden_state[:, -keep:]
 
-    def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        logits = self.model.get_output_embeddings()(hidden)  # looked up: a method may swap it
-        if self.softcap:  # e.g. Gemma 2: the causal-LM head caps its logits
-            logits = torch.tanh(logits / self.softcap) * self.softcap
-        return logits
-
     def _score_positions(self, hiddens: list[torch.Tensor], conts: list[list[int]], refs: list,
-                         keep_topk: bool) -> list[Scored]:  # fmt: skip
+                         keep_hidden: bool) -> list[Scored]:  # fmt: skip
         """Score a batch's continuations from their final hidden states: every scored
         position goes through the head together, ``CHUNK`` positions at a time (one
-        1k-token window's full log-softmax alone would take 400 MB)."""
+        1k-token window's full log-softmax alone would take 400 MB). Where a reference is
+        given, the baseline's distribution is recomputed from it chunk by chunk too."""
         hidden = torch.cat(hiddens)
         targets = torch.tensor([t for cont in conts for t in cont])
         bounds = torch.tensor([0, *(len(c) for c in conts)]).cumsum(0).tolist()
@@ -193,37 +269,41 @@ class Scorer:
         has_ref = torch.zeros(len(targets), dtype=torch.bool)
         for n in with_ref:
             has_ref[bounds[n] : bounds[n + 1]] = True
-        ref_all = TopK(idx=torch.cat([refs[n].idx for n in with_ref]),
-                       logp=torch.cat([refs[n].logp for n in with_ref])) if with_ref else None  # fmt: skip
-        ref_row = has_ref.long().cumsum(0) - 1  # position -> row of ref_all
-        lp, argmax, vals, idx = [], [], [], []
+        ref_hidden = torch.cat([refs[n].hidden for n in with_ref]) if with_ref else None
+        ref_row = has_ref.long().cumsum(0) - 1  # position -> row of ref_hidden
+        lp, argmax = [], []
         kld = torch.zeros(len(targets), dtype=torch.float64)
+        dp = torch.zeros(len(targets), dtype=torch.float64)
+        top1 = torch.zeros(len(targets), dtype=torch.bool)
         for start in range(0, len(targets), CHUNK):
             stop = min(start + CHUNK, len(targets))
-            logp = F.log_softmax(self._logits(hidden[start:stop]).float(), dim=-1).cpu()
-            lp.append(logp.gather(1, targets[start:stop, None])[:, 0].double())
+            logp = F.log_softmax(
+                output_logits(self.model, hidden[start:stop]).float(), dim=-1
+            ).cpu()
+            gold = targets[start:stop, None]
+            lp.append(logp.gather(1, gold)[:, 0].double())
             argmax.append(logp.argmax(dim=-1))
-            if keep_topk:
-                v, i = logp.topk(min(self.topk, logp.shape[1]), dim=-1)
-                vals.append(v)
-                idx.append(i.to(torch.int32))
             local = has_ref[start:stop]
             if local.any():
-                at = ref_row[start:stop][local]
-                kld[start:stop][local] = kl_from_topk(
-                    logp[local], TopK(ref_all.idx[at], ref_all.logp[at])
-                )
+                at = ref_row[start:stop][local].to(ref_hidden.device)
+                base = self.reference_head(ref_hidden[at].to(self.device))
+                base = F.log_softmax(base.float(), dim=-1).cpu()
+                mine = logp[local]
+                kld[start:stop][local] = token_kld(base, mine)
+                top1[start:stop][local] = base.argmax(dim=-1) == argmax[-1][local]
+                g = gold[local]
+                dp[start:stop][local] = (mine.gather(1, g).double().exp()
+                                         - base.gather(1, g).double().exp())[:, 0]  # fmt: skip
         lp, argmax = torch.cat(lp), torch.cat(argmax)
-        vals, idx = (torch.cat(vals), torch.cat(idx)) if keep_topk else (None, None)
+        kept = compact(hidden.detach().cpu()) if keep_hidden else None
         out = []
         for n, (a, b) in enumerate(zip(bounds, bounds[1:], strict=False)):
             scored = Scored(token_logprobs=lp[a:b], greedy=bool((argmax[a:b] == targets[a:b]).all()),
                             argmax=argmax[a:b])  # fmt: skip
-            if keep_topk:
-                scored.topk = TopK(idx=idx[a:b], logp=vals[a:b])
+            if keep_hidden:
+                scored.hidden = kept[a:b]
             if refs[n] is not None:
-                scored.kld = kld[a:b]
-                scored.top1 = argmax[a:b] == refs[n].idx[:, 0].long()
+                scored.kld, scored.top1, scored.dp = kld[a:b], top1[a:b], dp[a:b]
             out.append(scored)
         return out
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from harness.evaluate.scorer import Scored, Scorer, TopK
+from harness.evaluate.scorer import Reference, Scored, Scorer
 from harness.records import ItemResult, Task
 
 LENGTH_BUCKETS = ((512, "ctx<=512"), (1024, "ctx<=1k"), (2048, "ctx<=2k"))
@@ -163,12 +163,13 @@ def evaluate_task(
     scorer: Scorer,
     tokenizer,
     variant: str,
-    reference: dict[str, TopK] | None,
+    reference: dict[str, Reference] | None,
     on_progress=None,
-) -> tuple[list[ItemResult], dict[str, TopK]]:
+) -> tuple[list[ItemResult], dict[str, Reference]]:
     """Score ``items`` with the scorer's model. Without a ``reference`` (the baseline) it
-    also returns this model's top-k at each item's scored tokens, the reference for
-    every later variant; with one, KLD and top-1 agreement are filled in."""
+    also returns this model's final hidden states at each item's scored tokens, the
+    reference for every later variant; with one, KLD, top-1 agreement and the change of
+    the gold token's probability are filled in, per item and per token."""
     flat, owners = [], []
     for n, item in enumerate(items):
         for r, request in enumerate(item.requests):
@@ -182,7 +183,7 @@ def evaluate_task(
             else None
             for n, r in owners
         ]
-    scored = scorer.score(flat, references=refs, keep_topk=reference is None, on_batch=on_progress,
+    scored = scorer.score(flat, references=refs, keep_hidden=reference is None, on_batch=on_progress,
                           next_token=task.decodes)  # fmt: skip
     by_item: list[list[Scored]] = [[] for _ in items]
     for (n, _), s in zip(owners, scored, strict=True):
@@ -191,21 +192,20 @@ def evaluate_task(
         decode_greedy(task, items, by_item, scorer, tokenizer, on_progress) if task.decodes else []
     )
 
-    rows, topks = [], {}
+    rows, hiddens = [], {}
     for n, item in enumerate(items):
         parts = [by_item[n][r] for r in scored_positions(task, item)]
         logprobs = torch.cat([p.token_logprobs for p in parts])
         if reference is None:
-            topks[item.item_id] = TopK(
-                idx=torch.cat([p.topk.idx for p in parts]),
-                logp=torch.cat([p.topk.logp for p in parts]),
-            )
+            hiddens[item.item_id] = Reference(hidden=torch.cat([p.hidden for p in parts]))
         nll = -float(logprobs.sum())
         n_tokens = int(logprobs.numel())
-        kld = top1 = None
+        kld = top1 = kld_tokens = dp_tokens = None
         if reference is not None:
-            kld = float(torch.cat([p.kld for p in parts]).mean())
+            kld_all = torch.cat([p.kld for p in parts])
+            kld, kld_tokens = float(kld_all.mean()), tuple(kld_all.float().tolist())
             top1 = float(torch.cat([p.top1 for p in parts]).double().mean())
+            dp_tokens = tuple(torch.cat([p.dp for p in parts]).float().tolist())
         correct = correct_norm = margin = None
         prediction = ""
         if task.kind == "perplexity":
@@ -247,9 +247,11 @@ def evaluate_task(
                 margin=margin,
                 prediction=prediction,
                 target=item.target,
+                kld_tokens=kld_tokens,
+                dp_tokens=dp_tokens,
             )  # fmt: skip
         )
-    return rows, topks
+    return rows, hiddens
 
 
 def decode_greedy(task: Task, items: list[PreparedItem], by_item, scorer: Scorer, tokenizer,
@@ -283,12 +285,12 @@ def decode_greedy(task: Task, items: list[PreparedItem], by_item, scorer: Scorer
     return [scorer.finish_text(tokens, task.stop, tokenizer) for tokens in known]
 
 
-def _slice_reference(ref: TopK, task: Task, item: PreparedItem, r: int) -> TopK:
+def _slice_reference(ref: Reference, task: Task, item: PreparedItem, r: int) -> Reference:
     """The rows of an item's stored reference that belong to its request ``r``."""
     positions = scored_positions(task, item)
     start = sum(len(item.requests[p][1]) for p in positions[: positions.index(r)])
     end = start + len(item.requests[r][1])
-    return TopK(idx=ref.idx[start:end], logp=ref.logp[start:end])
+    return Reference(hidden=ref.hidden[start:end])
 
 
 def perplexity(nll_sum: float, n_tokens: int) -> float:

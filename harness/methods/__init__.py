@@ -112,6 +112,12 @@ def select_linears(model: nn.Module, ignore: tuple[str, ...]) -> list[tuple[str,
     return chosen
 
 
+def quantizes_output_head(model: nn.Module, config: QuantConfig) -> bool:
+    """Whether ``config`` would quantize the model's output head (its ``ignore`` spares it)."""
+    head = model.get_output_embeddings()
+    return any(m is head for _, m in select_linears(model, getattr(config, "ignore", ())))
+
+
 def model_bytes_16bit(model: nn.Module, excluding: set[int] = frozenset()) -> int:
     """Bytes of the parameters not in ``excluding`` (by id) at 16 bits each; tied
     parameters count once."""
