@@ -9,8 +9,10 @@ the gate), so its evaluation stops on every slice and the rows kept are the bala
 prefix evaluated so far.
 
 Only a *failure* settles early, and only one that holds at a stricter level
-(``alpha / STOP_FACTOR``): the gate's intervals are computed as if the data were seen
-once, and looking after every round would otherwise raise the false-failure rate. A
+(``alpha / STOP_FACTOR``, spread over the variant's whole family of task x slice
+comparisons, as the final gate spreads ``alpha``): the gate's intervals are computed as
+if the data were seen once, and looking after every round would otherwise raise the
+false-failure rate. A
 variant that keeps passing is evaluated on every item, so its numbers are those of a full
 run. A variant stopped early can never pass a later re-gating of its partial rows
 (:func:`partial_failures`).
@@ -27,7 +29,7 @@ import pandas as pd
 
 from harness.gate import Policy, apply_policy
 from harness.records import Finding, ItemResult, Task
-from harness.stats import compare
+from harness.stats import compare, family_size
 from harness.store import rows_to_frame
 
 if TYPE_CHECKING:
@@ -69,16 +71,17 @@ def round_chunks(items: list[PreparedItem], budget: int = ROUND_TOKENS, cap: int
 
 
 def settled_failure(
-    rows: list[ItemResult], baseline: pd.DataFrame, metric: str, policy: Policy
+    rows: list[ItemResult], baseline: pd.DataFrame, metric: str, policy: Policy, family: int
 ) -> Finding | None:
-    """A failing finding on the rows so far that already holds at ``alpha / STOP_FACTOR``."""
+    """A failing finding on the rows so far that already holds at ``alpha / STOP_FACTOR``,
+    Bonferroni-spread over the variant's whole ``family`` of comparisons (every task and
+    slice the final gate will judge), as the final gate spreads ``alpha``."""
     if len(rows) < policy.min_items:
         return None
     frame = pd.concat([baseline, rows_to_frame(rows)], ignore_index=True)
     strict = dataclasses.replace(policy, alpha=policy.alpha / STOP_FACTOR)
-    comparisons = compare(
-        frame, {rows[0].task: metric}, alpha=strict.alpha, n_boot=1000, min_items=policy.min_items
-    )
+    comparisons = compare(frame, {rows[0].task: metric}, alpha=strict.alpha,
+                          min_items=policy.min_items, family=family)  # fmt: skip
     return next((f for f in apply_policy(strict, comparisons) if f.severity == "fail"), None)
 
 
@@ -102,6 +105,7 @@ def evaluate_adaptive(
     chunks = {task.name: round_chunks(prepared[task.name]) for task in tasks}
     rows: dict[str, list[ItemResult]] = {task.name: [] for task in tasks}
     references = {task.name: baseline[baseline["task"] == task.name] for task in tasks}
+    family = family_size(baseline, policy.min_items)
 
     def record(task: Task, stopped_by: str | None) -> dict:
         return {"evaluated": len(rows[task.name]), "of": len(prepared[task.name]),
@@ -122,7 +126,7 @@ def evaluate_adaptive(
                 filter(
                     None,
                     (
-                        settled_failure(rows[t.name], references[t.name], t.metric, policy)
+                        settled_failure(rows[t.name], references[t.name], t.metric, policy, family)
                         for t in active
                     ),
                 ),  # fmt: skip

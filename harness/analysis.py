@@ -21,29 +21,47 @@ from harness.store import RunStore, write_json
 
 TARGET_ANY = "a recommended variant exists"
 STATS_NOTE = (
-    "Paired bootstrap percentile intervals (2000 resamples), Bonferroni-simultaneous per "
-    "variant over its task x slice comparisons (family-wise level 1 - alpha); p-values "
-    "from McNemar's exact test (accuracy) or the Wilcoxon signed-rank test (perplexity), "
-    "Benjamini-Hochberg adjusted across all comparisons (q_value)."
+    "Paired intervals, Bonferroni-simultaneous per variant over its task x slice "
+    "comparisons (family-wise level 1 - alpha): exact ones for right/wrong items (McNemar's "
+    "conditional binomial interval for accuracy changes, Clopper-Pearson for flip rates), "
+    "linearised t-intervals for perplexity ratios, KLD and top-1 agreement (deterministic: "
+    "no resampling); p-values from McNemar's exact test (accuracy) or the Wilcoxon "
+    "signed-rank test, Benjamini-Hochberg adjusted across all comparisons (q_value)."
 )
 
 
 def resolve_policy(store: RunStore, policy_path: Path | None) -> Policy:
-    """``--policy FILE``, else the suite's ``gate:`` block recorded in the manifest,
-    else the built-in defaults."""
+    """``--policy FILE`` (then recorded in the run as the policy used), else the policy
+    recorded in the run, else the suite's ``gate:`` block, else the built-in defaults."""
     if policy_path is not None:
-        return load_policy(policy_path)
+        policy = load_policy(policy_path)
+        store.update_manifest(policy=policy_record(policy))
+        return policy
     manifest = store.manifest()
+    if manifest.get("policy"):
+        recorded = manifest["policy"]
+        return dataclasses.replace(parse_policy(recorded["gate"], "the run's recorded policy"),
+                                   source=recorded["source"])  # fmt: skip
     raw = manifest.get("suite", {}).get("gate")
-    return (
+    policy = (
         parse_policy(raw, f"suite {manifest.get('suite', {}).get('path', '?')}")
         if raw
         else parse_policy(None, "")
     )
+    store.update_manifest(policy=policy_record(policy))
+    return policy
+
+
+def policy_record(policy: Policy) -> dict:
+    """The policy as stored in the manifest: a complete ``gate:`` block (every rule
+    spelled out, built-in defaults included) and where it came from."""
+    gate = {"alpha": policy.alpha, "min_items": policy.min_items, "defaults": False,
+            "rules": [r.to_dict() for r in policy.rules]}  # fmt: skip
+    return {"source": policy.source, "gate": gate}
 
 
 def analyse(store: RunStore, *, policy_path: Path | None = None, require: str | None = None,
-            junit: Path | None = None, seed: int = 0) -> Verdict:  # fmt: skip
+            junit: Path | None = None) -> Verdict:  # fmt: skip
     """Compare every variant to the baseline, apply the gate, and write ``gate.json``,
     ``comparisons.csv``, the optional JUnit file and the reports."""
     manifest = store.manifest()
@@ -55,7 +73,7 @@ def analyse(store: RunStore, *, policy_path: Path | None = None, require: str | 
     variants = {
         v: info for v, info in manifest.get("variants", {}).items() if v in set(items["variant"])
     }
-    comparisons = compare(items, metrics, alpha=policy.alpha, seed=seed)
+    comparisons = compare(items, metrics, alpha=policy.alpha, min_items=1)
     knee_table = knees(comparisons, variants)
     findings = apply_policy(policy, comparisons)
     findings += partial_failures(manifest, findings)

@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from harness.errors import InputError
+from harness.metrics import get_metric
 from harness.report.markdown import fmt
 from harness.stats import compare, comparisons_frame
 from harness.store import RunStore
@@ -35,8 +36,8 @@ def _pairs(a: pd.DataFrame, b: pd.DataFrame, requested: list[str] | None) -> lis
     return pairs
 
 
-def compare_runs(run_a: Path, run_b: Path, pairs: list[str] | None = None, *, alpha: float = 0.05,
-                 seed: int = 0) -> tuple[pd.DataFrame, list[str]]:  # fmt: skip
+def compare_runs(run_a: Path, run_b: Path, pairs: list[str] | None = None, *,
+                 alpha: float = 0.05) -> tuple[pd.DataFrame, list[str]]:  # fmt: skip
     """One comparison row per pair x task x slice (B against A, on shared items), and notes
     on what could not be compared."""
     stores = [RunStore(run_a), RunStore(run_b)]
@@ -61,7 +62,7 @@ def compare_runs(run_a: Path, run_b: Path, pairs: list[str] | None = None, *, al
                     f"{task}: metric {metrics[0].get(task)} in A but {metrics[1].get(task)} in B; skipped"
                 )
                 a, b = a[a["task"] != task], b[b["task"] != task]
-            elif metrics[0][task] == "perplexity":
+            elif get_metric(metrics[0][task]).perplexity:
                 tokens = a[a["task"] == task].set_index("item_id")["n_tokens"]
                 if not tokens.equals(
                     b[b["task"] == task].set_index("item_id")["n_tokens"].reindex(tokens.index)
@@ -72,9 +73,12 @@ def compare_runs(run_a: Path, run_b: Path, pairs: list[str] | None = None, *, al
                     a, b = a[a["task"] != task], b[b["task"] != task]
         # B plays the variant, A the baseline; B's KLD was against its own baseline: drop it
         paired = pd.concat(
-            [a.assign(variant="baseline"), b.assign(variant="B", kld=None, top1_agree=None)]
+            [
+                a.assign(variant="baseline"),
+                b.assign(variant="B", kld=None, top1_agree=None, kld_tokens=None, dp_tokens=None),
+            ]  # fmt: skip
         )
-        result = compare(paired, metrics[0], alpha=alpha, seed=seed)
+        result = compare(paired, metrics[0], alpha=alpha)
         frame = comparisons_frame(result, split_intervals=True)
         if not frame.empty:
             frames.append(frame.assign(variant_a=left, variant_b=right).drop(columns=["variant"]))

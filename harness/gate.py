@@ -20,9 +20,9 @@ from typing import ClassVar
 import yaml
 
 from harness.errors import InputError
+from harness.metrics import Metric, get_metric
 from harness.records import Comparison, Finding, VariantVerdict, Verdict
 from harness.registry import Registry, did_you_mean
-from harness.stats import ACCURACY_METRICS
 
 RULES: Registry[type[Rule]] = Registry("gate rule")
 STRICT_SLICES = ("arithmetic", "rare", "long_context")
@@ -48,12 +48,16 @@ class Rule:
     tasks: tuple[str, ...] = ("*",)
 
     field: ClassVar[str] = ""  # the Comparison attribute measured; its interval is ``<field>_ci``
-    metrics: ClassVar[tuple[str, ...] | None] = None  # task metrics the rule applies to (None: all)
+
+    @staticmethod
+    def applies_to(metric: Metric) -> bool:
+        """Whether the rule judges tasks with this metric."""
+        return True
 
     def measure(self, c: Comparison) -> tuple[float, tuple[float, float]] | None:
         """(observed, interval) for a comparison, or None if the rule does not apply."""
         value = getattr(c, self.field)
-        if value is None or (self.metrics is not None and c.metric not in self.metrics):
+        if value is None or not self.applies_to(get_metric(c.metric)):
             return None
         return value, getattr(c, f"{self.field}_ci")
 
@@ -87,12 +91,16 @@ class Rule:
 @register_rule
 @dataclass(frozen=True)
 class MaxDrop(Rule):
-    """Relative accuracy drop against the baseline, ``(base - variant) / base``."""
+    """Relative drop of an accuracy (or any mean score) against the baseline,
+    ``(base - variant) / base``."""
 
     kind: ClassVar[str] = "max_drop"
     label: ClassVar[str] = "accuracy drop"
     field: ClassVar[str] = "loss"
-    metrics: ClassVar[tuple[str, ...]] = ACCURACY_METRICS
+
+    @staticmethod
+    def applies_to(metric: Metric) -> bool:
+        return not metric.perplexity
 
 
 @register_rule
@@ -103,7 +111,10 @@ class MaxPerplexityIncrease(Rule):
     kind: ClassVar[str] = "max_ppl_increase"
     label: ClassVar[str] = "perplexity increase"
     field: ClassVar[str] = "loss"
-    metrics: ClassVar[tuple[str, ...]] = ("perplexity",)
+
+    @staticmethod
+    def applies_to(metric: Metric) -> bool:
+        return metric.perplexity
 
 
 @register_rule
@@ -225,23 +236,38 @@ def _fmt(value: float, percent: bool) -> str:
 def decide(rule: Rule, c: Comparison, min_items: int = MIN_ITEMS) -> Finding | None:
     """Apply one rule to one comparison. A bootstrap interval over a handful of items is
     degenerate (one item gives a zero-width interval), so comparisons with fewer than
-    ``min_items`` items can warn but never fail."""
+    ``min_items`` items can warn but never fail. A quantity that could not be computed
+    (not finite: NaN or infinite outputs, say) fails: the gate never passes what it could
+    not measure."""
     measured = rule.measure(c)
-    if measured is None or measured[0] is None or not math.isfinite(measured[0]):
+    if measured is None:
         return None
     observed, (low, high) = measured
     tol = rule.tolerance
+    op = "≤" if rule.direction == "max" else "≥"
+    where = f"{c.variant} · {c.task}/{c.slice}: {rule.label}"
+    unsettled = not all(math.isfinite(x) for x in (low, high))
+    if not math.isfinite(observed) or (unsettled and c.n >= min_items and c.n > 1):
+        return Finding(rule=rule.describe(), severity="fail", variant=c.variant, task=c.task,
+                       slice=c.slice, metric=rule.kind, observed=float(observed), threshold=tol,
+                       ci=(float(low), float(high)),
+                       message=f"FAIL: {where} could not be computed ({_fmt(observed, rule.percent)}, "
+                               f"interval [{_fmt(low, rule.percent)}, {_fmt(high, rule.percent)}]): "
+                               f"non-finite outputs or scores; {op} {_fmt(tol, rule.percent)} required")  # fmt: skip
     beyond = observed > tol if rule.direction == "max" else observed < tol
     settled = ((low > tol) if rule.direction == "max" else (high < tol)) and c.n >= min_items
     severity = "fail" if settled else "warn" if beyond else "pass"
-    text = (f"{c.variant} · {c.task}/{c.slice}: {rule.label} {_fmt(observed, rule.percent)} "
-            f"[{_fmt(low, rule.percent)}, {_fmt(high, rule.percent)}] "
-            f"{'≤' if rule.direction == 'max' else '≥'} {_fmt(tol, rule.percent)} required")  # fmt: skip
+    text = (f"{where} {_fmt(observed, rule.percent)} "
+            f"[{_fmt(low, rule.percent)}, {_fmt(high, rule.percent)}] {op} {_fmt(tol, rule.percent)} required")  # fmt: skip
     if severity == "warn" and c.n < min_items:
         text += f"; only {c.n} item(s): too few to settle (a fail needs at least {min_items})"
     elif severity == "warn":
         half, gap = (high - low) / 2, abs(observed - tol)
-        more = math.ceil(c.n * (half / gap) ** 2) - c.n if gap > 0 else math.inf
+        more = (
+            math.ceil(c.n * (half / gap) ** 2) - c.n
+            if gap > 0 and math.isfinite(half)
+            else math.inf
+        )
         text += f"; not settled at n={c.n}: about {more} more items would settle it"
     return Finding(rule=rule.describe(), severity=severity, variant=c.variant, task=c.task, slice=c.slice,
                    metric=rule.kind, observed=float(observed), threshold=tol, ci=(float(low), float(high)),

@@ -104,6 +104,7 @@ class Task:
     metric: str = ""  # filled from the kind when empty
     limit: int = 0  # evaluate only the first N items (0: all); --limit caps it further
     lm_eval: str = ""  # lm_eval kind: an lm-eval task name, or the absolute path of its YAML file
+    lm_eval_filter: str = ""  # lm_eval kind: the filter whose answers are kept (default: first)
 
     @property
     def decodes(self) -> bool:

@@ -3,13 +3,10 @@ weights, quantize in place, evaluate every task, and append the rows to the stor
 
 from __future__ import annotations
 
-import hashlib
-import importlib.metadata
 import platform
 import sys
 import time
 from dataclasses import asdict
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -22,7 +19,8 @@ from harness.diagnostics import base_precision
 from harness.errors import InputError
 from harness.evaluate.lm_eval_adapter import run_samples, to_rows
 from harness.evaluate.scorer import Scorer
-from harness.evaluate.tasks import evaluate_task, perplexity, prepare
+from harness.evaluate.tasks import evaluate_task, prepare
+from harness.fingerprint import code_fingerprint, library_versions, suite_fingerprint
 from harness.memory import peak_rss_mib, release_freed_memory, reset_peak
 from harness.methods import (
     MasterCopy,
@@ -31,45 +29,13 @@ from harness.methods import (
     quantize_,
     quantizes_output_head,
 )
+from harness.metrics import get_metric
 from harness.models import describe, load_model, prefix_token_id, weight_files, weights_fingerprint
 from harness.records import RunSpec, Suite, Variant
-from harness.store import RunStore
+from harness.store import RunStore, rows_to_frame
 from harness.suites import load_items, load_suite
 
 BASELINE = Variant("baseline")
-_SCORING_CODE = ("evaluate", "methods", "models.py", "suites.py")
-_LIBRARIES = ("torch", "transformers", "safetensors", "gguf", "numpy", "pandas", "lm_eval")
-
-
-def code_fingerprint() -> str:
-    """A hash of the code that decides the numbers (scoring, methods, loading)."""
-    root = Path(harness.__file__).parent
-    digest = hashlib.sha256(harness.__version__.encode())
-    for entry in _SCORING_CODE:
-        for path in (
-            sorted((root / entry).rglob("*.py")) if (root / entry).is_dir() else [root / entry]
-        ):
-            digest.update(path.relative_to(root).as_posix().encode() + path.read_bytes())
-    return digest.hexdigest()[:16]
-
-
-def suite_fingerprint(suite: Suite) -> str:
-    digest = hashlib.sha256(Path(suite.path).read_bytes())
-    for task in suite.tasks:
-        lm_eval_file = task.lm_eval if task.lm_eval.endswith((".yaml", ".yml")) else None
-        for path in filter(None, (task.data, task.fewshot_data, lm_eval_file)):
-            digest.update(Path(path).read_bytes())
-    return digest.hexdigest()[:16]
-
-
-def library_versions() -> dict[str, str]:
-    versions = {"python": platform.python_version()}
-    for name in _LIBRARIES:
-        try:
-            versions[name] = importlib.metadata.version(name.replace("_", "-"))
-        except importlib.metadata.PackageNotFoundError:
-            versions[name] = "absent"
-    return versions
 
 
 def _log(message: str) -> None:
@@ -311,10 +277,7 @@ def _done(store: RunStore, variant: Variant, task) -> bool:
 def _headline(task, rows) -> str:
     if not rows:
         return "not evaluated"
-    if task.kind == "perplexity":
-        nll = sum(r.nll for r in rows)
-        return f"perplexity {perplexity(nll, sum(r.n_tokens for r in rows)):.3f}"
-    return f"{task.metric} {sum(bool(r.correct) for r in rows) / len(rows):.3f}"
+    return f"{task.metric} {get_metric(task.metric).value(rows_to_frame(rows)):.3f}"
 
 
 def _baseline_record(model: nn.Module) -> dict:

@@ -16,16 +16,15 @@ from __future__ import annotations
 
 import math
 import re
-import zlib
 
 import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
+from harness.metrics import Metric, get_metric
 from harness.records import Comparison
 
 ALL_ITEMS = "all"
-ACCURACY_METRICS = ("acc", "acc_norm", "exact_match", "greedy_match")
 
 
 FRAGILE = "fragile"
@@ -66,69 +65,109 @@ def explode_slices(items: pd.DataFrame) -> pd.DataFrame:
     return items.assign(slice=labels).explode("slice", ignore_index=True)
 
 
-def _interval(samples: np.ndarray, level: float) -> tuple[float, float]:
-    samples = samples[np.isfinite(samples)]
-    if samples.size == 0:
-        return (math.nan, math.nan)
+def _t(level: float, n: int) -> float:
+    """The two-sided Student-t quantile for ``level`` with ``n - 1`` degrees of freedom."""
+    return float(sps.t.ppf(1 - (1 - level) / 2, n - 1)) if n > 1 else math.nan
+
+
+def ratio_interval(y: np.ndarray, z: np.ndarray, level: float) -> tuple[float, tuple[float, float]]:
+    """The ratio ``sum(y) / sum(z)`` over paired items and its t-interval from the
+    linearised (ratio-estimator) variance; a weighted mean of ``x`` is ``y = w x, z = w``.
+    The analytic counterpart of the paired bootstrap, without its Monte-Carlo noise."""
+    total = float(z.sum())
+    if total == 0:
+        return math.nan, (math.nan, math.nan)
+    ratio = float(y.sum()) / total
+    n = len(y)
+    if n < 2:
+        return ratio, (math.nan, math.nan)
+    residual = y - ratio * z
+    se = math.sqrt(n / (n - 1) * float((residual**2).sum())) / abs(total)
+    half = _t(level, n) * se
+    return ratio, (ratio - half, ratio + half)
+
+
+def clopper_pearson(k: int, n: int, level: float) -> tuple[float, float]:
+    """Exact binomial interval for ``k`` successes in ``n`` trials."""
+    if n == 0:
+        return (0.0, 1.0)
     tail = (1 - level) / 2
-    low, high = np.quantile(samples, [tail, 1 - tail])
-    return (float(low), float(high))
+    low = float(sps.beta.ppf(tail, k, n - k + 1)) if k > 0 else 0.0
+    high = float(sps.beta.ppf(1 - tail, k + 1, n - k)) if k < n else 1.0
+    return (low, high)
 
 
-def _resamples(n: int, n_boot: int, rng: np.random.Generator) -> np.ndarray:
-    return rng.integers(0, n, size=(n_boot, n))
-
-
-def compare_pair(base: pd.DataFrame, var: pd.DataFrame, metric: str, level: float, n_boot: int,
-                 rng: np.random.Generator, *, variant: str = "", task: str = "", slice_: str = "") -> Comparison:  # fmt: skip
-    """Compare aligned rows (same items, same order) of the baseline and a variant."""
+def compare_pair(base: pd.DataFrame, var: pd.DataFrame, metric: Metric, level: float, *,
+                 variant: str = "", task: str = "", slice_: str = "") -> Comparison:  # fmt: skip
+    """Compare aligned rows (same items, same order) of the baseline and a variant, with
+    intervals at ``level``: exact binomial ones for right/wrong outcomes, linearised
+    t-intervals for perplexity, KLD, top-1 and mean scores."""
     n = len(base)
-    idx = _resamples(n, n_boot, rng)
-    tokens = base["n_tokens"].to_numpy(float)
-    if metric in ACCURACY_METRICS:
-        column = "correct_norm" if metric == "acc_norm" else "correct"
-        b = base[column].to_numpy(bool)
-        v = var[column].to_numpy(bool)
-        base_value, value = b.mean(), v.mean()
-        b_boot, v_boot = b[idx].mean(axis=1), v[idx].mean(axis=1)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            loss_boot = np.where(b_boot > 0, (b_boot - v_boot) / b_boot, 0.0)
-        loss = (base_value - value) / base_value if base_value > 0 else 0.0
-        lost_mask = b & ~v
-        lost, gained = int(lost_mask.sum()), int((~b & v).sum())
-        flip_rate = lost / n
-        flip_ci = _interval(lost_mask[idx].mean(axis=1), level)
+    lost = gained = flip_rate = flip_ci = None
+    weights = np.ones(n)
+    if metric.outcome:
+        b = base[metric.column].to_numpy(bool)
+        v = var[metric.column].to_numpy(bool)
+        base_value, value = float(b.mean()), float(v.mean())
+        lost, gained = int((b & ~v).sum()), int((~b & v).sum())
+        right = int(b.sum())
+        loss = (lost - gained) / right if right else 0.0
+        # linearised intervals over items, with one lost and one gained pseudo-item added
+        # (the Agresti-Caffo / Bonett-Price adjustment: no zero-width interval from few flips)
+        b_adj, v_adj = np.append(b, [True, False]), np.append(v, [False, True])
+        ones = np.ones(n + 2)
+        _, delta_ci = ratio_interval(v_adj.astype(float) - b_adj, ones, level)
+        _, loss_ci = ratio_interval(b_adj.astype(float) - v_adj, b_adj.astype(float), level)
+        flip_rate, flip_ci = lost / n, clopper_pearson(lost, n, level)
         p_value = sps.binomtest(lost, lost + gained, 0.5).pvalue if lost + gained else 1.0
-        weights = np.ones(n)
-    else:  # perplexity: token-weighted
+    elif metric.perplexity:  # token-weighted: log ratio = sum(nll_v - nll_b) / sum(tokens)
+        weights = base["n_tokens"].to_numpy(float)
         nb, nv = base["nll"].to_numpy(float), var["nll"].to_numpy(float)
-        t_boot = tokens[idx].sum(axis=1)
-        b_boot = np.exp(nb[idx].sum(axis=1) / t_boot)
-        v_boot = np.exp(nv[idx].sum(axis=1) / t_boot)
-        base_value, value = math.exp(nb.sum() / tokens.sum()), math.exp(nv.sum() / tokens.sum())
-        loss_boot = np.exp((nv[idx].sum(axis=1) - nb[idx].sum(axis=1)) / t_boot) - 1
-        loss = math.exp((nv.sum() - nb.sum()) / tokens.sum()) - 1
-        lost = gained = flip_rate = flip_ci = None
-        diffs = (nv - nb) / tokens
-        p_value = float(sps.wilcoxon(diffs).pvalue) if n > 1 and np.any(diffs != 0) else 1.0
-        weights = tokens
+        with np.errstate(divide="ignore", invalid="ignore"):
+            diffs = (nv - nb) / weights  # for the signed-rank test
+        base_value, value = math.exp(nb.sum() / weights.sum()), _exp(nv.sum() / weights.sum())
+        log_ratio, (low, high) = ratio_interval(nv - nb, weights, level)
+        loss, loss_ci = _expm1(log_ratio), (_expm1(low), _expm1(high))
+        delta_ci = (base_value * loss_ci[0], base_value * loss_ci[1])
+        p_value = _wilcoxon(diffs)
+    else:  # a per-item score, averaged
+        b = base[metric.column].to_numpy(float)
+        v = var[metric.column].to_numpy(float)
+        base_value, value = float(b.mean()), float(v.mean())
+        _, delta_ci = ratio_interval(v - b, weights, level)
+        loss = metric.loss(base_value, value)
+        sign = -1 if metric.higher_is_better else 1
+        scale = abs(base_value) or math.nan
+        loss_ci = tuple(sorted(sign * x / scale for x in delta_ci))
+        p_value = _wilcoxon(v - b)
     kld = top1 = kld_ci = top1_ci = None
     if var["kld"].notna().all():
-        kld_values = var["kld"].to_numpy(float)
-        top1_values = var["top1_agree"].to_numpy(float)
-        w_boot = weights[idx].sum(axis=1)
-        kld = float((kld_values * weights).sum() / weights.sum())
-        top1 = float((top1_values * weights).sum() / weights.sum())
-        kld_ci = _interval((kld_values * weights)[idx].sum(axis=1) / w_boot, level)
-        top1_ci = _interval((top1_values * weights)[idx].sum(axis=1) / w_boot, level)
+        kld, kld_ci = ratio_interval(var["kld"].to_numpy(float) * weights, weights, level)
+        top1, top1_ci = ratio_interval(var["top1_agree"].to_numpy(float) * weights, weights, level)
     return Comparison(
         **token_tails(var),
-        variant=variant, task=task, slice=slice_, metric=metric, n=n,
+        variant=variant, task=task, slice=slice_, metric=metric.name, n=n,
         base_value=float(base_value), value=float(value), delta=float(value - base_value),
-        delta_ci=_interval(v_boot - b_boot, level), loss=float(loss), loss_ci=_interval(loss_boot, level),
-        lost=lost, gained=gained, flip_rate=flip_rate, flip_rate_ci=flip_ci, kld=kld, kld_ci=kld_ci,
+        delta_ci=delta_ci, loss=float(loss), loss_ci=loss_ci, lost=lost, gained=gained,
+        flip_rate=flip_rate, flip_rate_ci=flip_ci, kld=kld, kld_ci=kld_ci,
         top1=top1, top1_ci=top1_ci, p_value=float(p_value), q_value=float(p_value), level=level,
     )  # fmt: skip
+
+
+def _exp(x: float) -> float:
+    return math.exp(x) if x < 700 else math.inf
+
+
+def _expm1(x: float) -> float:
+    return math.expm1(x) if x < 700 else math.inf
+
+
+def _wilcoxon(diffs: np.ndarray) -> float:
+    """Wilcoxon signed-rank p-value of paired differences (1 when all are zero; NaN when
+    any is not finite)."""
+    if not np.all(np.isfinite(diffs)):
+        return math.nan
+    return float(sps.wilcoxon(diffs).pvalue) if len(diffs) > 1 and np.any(diffs != 0) else 1.0
 
 
 KLD_QUANTILES = {
@@ -153,11 +192,13 @@ def token_tails(var: pd.DataFrame) -> dict[str, float]:
     return {**tails, "kld_max": float(kld.max()), "dp_rms": float(np.sqrt(np.mean(dp**2)))}
 
 
-def compare(items: pd.DataFrame, metrics: dict[str, str], *, alpha: float = 0.05, n_boot: int = 2000,
-            seed: int = 0, min_items: int = 1) -> list[Comparison]:  # fmt: skip
+def compare(items: pd.DataFrame, metrics: dict[str, str], *, alpha: float = 0.05,
+            min_items: int = 1, family: int | None = None) -> list[Comparison]:  # fmt: skip
     """Every variant against the baseline on every task x slice with ``min_items`` items.
 
-    ``metrics`` maps task name to its metric. Deterministic for a given ``seed``.
+    ``metrics`` maps task name to its metric's name. Each variant's intervals are
+    Bonferroni-simultaneous over its ``family`` of comparisons (default: those made
+    here). Deterministic: no resampling.
     """
     rows = explode_slices(add_fragile(items))
     by_group = {
@@ -176,15 +217,25 @@ def compare(items: pd.DataFrame, metrics: dict[str, str], *, alpha: float = 0.05
             if len(shared) < min_items:
                 continue
             groups.append((task, slice_, base.loc[shared], var.loc[shared]))
-        level = 1 - alpha / max(len(groups), 1)
+        level = 1 - alpha / max(family or len(groups), 1)
         for task, slice_, b, v in groups:
-            rng = np.random.default_rng([seed, zlib.crc32(f"{variant}|{task}|{slice_}".encode())])
-            out.append(compare_pair(b, v, metrics.get(task, "perplexity"), level, n_boot, rng,
-                                    variant=variant, task=task, slice_=slice_))  # fmt: skip
+            metric = get_metric(metrics.get(task, "perplexity"))
+            out.append(compare_pair(b, v, metric, level, variant=variant, task=task, slice_=slice_))
     if out:
-        q_values = sps.false_discovery_control([c.p_value for c in out], method="bh")
+        p_values = np.array([c.p_value for c in out])
+        q_values = np.full(len(out), math.nan)
+        finite = np.isfinite(p_values)
+        if finite.any():
+            q_values[finite] = sps.false_discovery_control(p_values[finite], method="bh")
         out = [_with_q(c, float(q)) for c, q in zip(out, q_values, strict=True)]
     return out
+
+
+def family_size(baseline: pd.DataFrame, min_items: int = 1) -> int:
+    """How many task x slice comparisons a complete variant gets against ``baseline``:
+    the family its intervals are simultaneous over."""
+    sizes = explode_slices(add_fragile(baseline)).groupby(["task", "slice"]).size()
+    return int((sizes >= min_items).sum())
 
 
 def _with_q(comparison: Comparison, q: float) -> Comparison:
@@ -234,8 +285,8 @@ def find_knee(
 
 
 def knee_loss(comparison: Comparison) -> float:
-    """The loss on the knee's scale: relative accuracy drop, or log perplexity ratio."""
-    if comparison.metric in ACCURACY_METRICS:
+    """The loss on the knee's scale: relative drop, or log perplexity ratio."""
+    if not get_metric(comparison.metric).perplexity:
         return comparison.loss
     return math.log1p(comparison.loss) if comparison.loss > -1 else -math.inf
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import yaml
 
 from harness.errors import InputError
+from harness.metrics import METRICS
 from harness.records import TASK_KINDS, Suite, Task
 from harness.registry import did_you_mean
 
@@ -136,6 +137,11 @@ def _parse_task(entry: object, index: int, path: Path) -> Task:
         values["fewshot_data"] = pool
     values["name"] = str(values["name"])
     values.setdefault("metric", DEFAULT_METRIC[values["kind"]])
+    if not isinstance(values["metric"], str) or values["metric"] not in METRICS:
+        raise InputError(f"{where}: unknown metric {values['metric']!r}"
+                         f"{did_you_mean(str(values['metric']), METRICS.names())} (declared metrics: "
+                         f"{', '.join(METRICS.names())}; Python code can declare more with "
+                         "harness.metrics.register_metric)")  # fmt: skip
     allowed = METRICS_BY_KIND.get(values["kind"])
     if allowed is not None and values["metric"] not in allowed:
         raise InputError(f"{where}: metric {values['metric']!r} does not fit kind {values['kind']!r} "

@@ -6,22 +6,13 @@ import math
 
 import pandas as pd
 
+from harness.metrics import Metric, get_metric
 from harness.stats import add_fragile, explode_slices, families
 
 SUMMARY_COLUMNS = [
     "variant", "method", "bits", "effective_bits", "model_bytes", "task", "slice", "kind", "metric",
     "n", "value", "baseline", "delta", "rel_delta", "kld", "top1_agree",
 ]  # fmt: skip
-
-
-def task_value(rows: pd.DataFrame, metric: str) -> float:
-    """The task metric over ``rows``: token-weighted perplexity, or mean accuracy."""
-    if metric == "perplexity":
-        tokens = rows["n_tokens"].sum()
-        return math.exp(rows["nll"].sum() / tokens) if tokens else math.nan
-    if metric == "acc_norm":
-        return float(rows["correct_norm"].astype(float).mean())
-    return float(rows["correct"].astype(float).mean())
 
 
 def summarize(items: pd.DataFrame, manifest: dict) -> pd.DataFrame:
@@ -39,8 +30,8 @@ def summarize(items: pd.DataFrame, manifest: dict) -> pd.DataFrame:
         mine = exploded[exploded["variant"] == variant]
         for (task_name, slice_), rows in mine.groupby(["task", "slice"], sort=False):
             task = tasks.get(task_name, {})
-            metric = task.get("metric", "perplexity")
-            value = task_value(rows, metric)
+            metric = get_metric(task.get("metric", "perplexity"))
+            value = metric.value(rows)
             if variant == "baseline":
                 baseline[task_name, slice_] = value
             base = baseline.get((task_name, slice_), math.nan)
@@ -54,7 +45,7 @@ def summarize(items: pd.DataFrame, manifest: dict) -> pd.DataFrame:
                     "task": task_name,
                     "slice": slice_,
                     "kind": task.get("kind", ""),
-                    "metric": metric,
+                    "metric": metric.name,
                     "n": len(rows),
                     "value": value,
                     "baseline": base,
@@ -69,10 +60,10 @@ def summarize(items: pd.DataFrame, manifest: dict) -> pd.DataFrame:
     return pd.DataFrame(out, columns=SUMMARY_COLUMNS)
 
 
-def _mean(rows: pd.DataFrame, column: str, metric: str) -> float:
+def _mean(rows: pd.DataFrame, column: str, metric: Metric) -> float:
     """Item mean; for perplexity, weighted by tokens (so it is the mean over tokens)."""
     values = rows[column].astype(float)
-    if metric == "perplexity":
+    if metric.perplexity:
         weights = rows["n_tokens"].astype(float)
         return float((values * weights).sum() / weights.sum())
     return float(values.mean())

@@ -64,6 +64,7 @@ def make_items(
 def manifest(variants: dict[str, tuple[int, float, int]]) -> dict:
     """``variants``: name -> (bits, effective bits, model bytes)."""
     return {
+        "model": {"source": "synthetic", "dtype": "float32"},
         "suite": {
             "tasks": [
                 {

@@ -21,6 +21,7 @@ from harness.evaluate.tasks import PreparedItem, evaluate_task, prepare
 from harness.gate import parse_policy
 from harness.methods import make_config, quantize_
 from harness.records import Finding, Task
+from harness.stats import family_size
 from harness.store import rows_to_frame
 from harness.suites import load_items
 from tests.synthetic import make_items
@@ -43,9 +44,25 @@ def test_a_collapse_settles_and_noise_does_not():
         frame = items[(items["variant"] == name) & (items["task"] == "mc_arithmetic")]
         return [ItemResult(**{**r, "slices": tuple(r["slices"])}) for r in frame.to_dict("records")]
 
-    assert settled_failure(rows("bad"), base, "acc", policy) is not None
-    assert settled_failure(rows("fine"), base, "acc", policy) is None
-    assert settled_failure(rows("bad")[: policy.min_items - 1], base, "acc", policy) is None
+    family = family_size(items[items["variant"] == "baseline"], policy.min_items)
+    assert family == 4 * 2  # four tasks x (all, declared slice); 8 fragile items < min_items
+    assert settled_failure(rows("bad"), base, "acc", policy, family) is not None
+    assert settled_failure(rows("fine"), base, "acc", policy, family) is None
+    assert settled_failure(rows("bad")[: policy.min_items - 1], base, "acc", policy, family) is None
+
+
+def test_the_stopping_alpha_is_spread_over_the_whole_family():
+    """A failure settled against one task's own slices may not be settled once alpha/10
+    is spread over every comparison the final gate makes (the variant's whole family)."""
+    policy = parse_policy(None, "")
+    items = make_items(4, {"mid": {"drop": {"arithmetic": 0.3}}}, n=60)
+    base = items[(items["variant"] == "baseline") & (items["task"] == "mc_arithmetic")]
+    frame = items[(items["variant"] == "mid") & (items["task"] == "mc_arithmetic")]
+    from harness.records import ItemResult
+
+    rows = [ItemResult(**{**r, "slices": tuple(r["slices"])}) for r in frame.to_dict("records")]
+    assert settled_failure(rows, base, "acc", policy, family=1) is not None
+    assert settled_failure(rows, base, "acc", policy, family=1000) is None
 
 
 def mc_task(tmp_path, n=3 * CHUNK + 5):

@@ -41,6 +41,15 @@ def test_markdown_summary_is_short_and_complete(run):
         assert f"]({link})" in text and (run / link).exists()
 
 
+def test_reports_name_the_scoring_dtype(tmp_path):
+    fields = manifest(SIZES) | {"run_name": "bf16", "model": {"source": "m", "dtype": "bfloat16"}}
+    store = store_run(tmp_path / "bf16", make_items(3, EFFECTS, n=30), fields)
+    assert main(["report", str(store.root)]) in (0, 1)
+    for name in ("report.md", "report.html"):
+        text = (store.root / name).read_text()
+        assert "scored in bfloat16" in text.lower() and "float32" not in text
+
+
 def test_markdown_stays_under_60_lines_with_many_variants(tmp_path):
     effects = {f"m{i}-w{b}": {"noise": 0.01 * b} for i in range(4) for b in (8, 4, 3, 2)}
     sizes = {name: (int(name[-1]), float(name[-1]) + 0.25, 100 * int(name[-1])) for name in effects}

@@ -19,7 +19,7 @@ def by_key(comparisons):
 
 def test_flips_mcnemar_and_deltas_match_hand_counts():
     items = make_items(0, {"v": {"noise": 0.1}})
-    comps = by_key(compare(items, METRICS, n_boot=500))
+    comps = by_key(compare(items, METRICS))
     c = comps[("v", "mc_rare", "rare")]
     rare = items[items.task == "mc_rare"].set_index("item_id")
     base = rare[rare.variant == "baseline"]["correct"].astype(bool)  # object column: make it bool
@@ -34,7 +34,7 @@ def test_flips_mcnemar_and_deltas_match_hand_counts():
 
 def test_perplexity_ratio_and_interval():
     items = make_items(1, {"v": {"ppl_shift": 0.1}})
-    c = by_key(compare(items, METRICS, n_boot=500))[("v", "text", ALL_ITEMS)]
+    c = by_key(compare(items, METRICS))[("v", "text", ALL_ITEMS)]
     rows = items[items.task == "text"]
     base, var = rows[rows.variant == "baseline"], rows[rows.variant == "v"]
     assert c.base_value == pytest.approx(math.exp(base.nll.sum() / base.n_tokens.sum()))
@@ -47,7 +47,7 @@ def test_perplexity_ratio_and_interval():
 
 def test_intervals_are_bonferroni_simultaneous_and_q_values_bh():
     items = make_items(2, {"v": {"noise": 0.05}, "w": {"noise": 0.05}})
-    comps = compare(items, METRICS, alpha=0.05, n_boot=300)
+    comps = compare(items, METRICS, alpha=0.05)
     per_variant = sum(c.variant == "v" for c in comps)
     assert per_variant == 3 * 3 + 3  # each task: all + its slice + fragile
     assert all(c.level == pytest.approx(1 - 0.05 / per_variant) for c in comps)
@@ -55,11 +55,72 @@ def test_intervals_are_bonferroni_simultaneous_and_q_values_bh():
     assert np.allclose([c.q_value for c in comps], expected)
 
 
-def test_comparisons_are_deterministic_for_a_seed():
-    items = make_items(3, {"v": {"noise": 0.05}})
-    assert compare(items, METRICS, n_boot=200, seed=7) == compare(
-        items, METRICS, n_boot=200, seed=7
+def test_intervals_are_analytic_and_agree_with_a_large_bootstrap():
+    """No resampling: the same table gives the same intervals every time; and each
+    interval agrees with a 20,000-resample paired percentile bootstrap (an independent
+    computation) within 10% of its width, at 95%."""
+    items = make_items(3, {"v": {"noise": 0.08, "ppl_shift": 0.05, "kld": 0.03}})
+    assert compare(items, METRICS) == compare(items, METRICS)
+    comps = by_key(compare(items, METRICS, alpha=0.05, family=1))
+    rng = np.random.default_rng(0)
+    idx = rng.integers(0, 120, size=(20000, 120))
+    text = items[items.task == "text"]
+    b, v = text[text.variant == "baseline"], text[text.variant == "v"]
+    tokens = b.n_tokens.to_numpy(float)
+    boot = (
+        np.exp((v.nll.to_numpy()[idx].sum(1) - b.nll.to_numpy()[idx].sum(1)) / tokens[idx].sum(1))
+        - 1
     )
+    kld = (v.kld.to_numpy() * tokens)[idx].sum(1) / tokens[idx].sum(1)
+    mc = items[items.task == "mc_general"]
+    bc = mc[mc.variant == "baseline"].correct.to_numpy(bool)
+    vc = mc[mc.variant == "v"].correct.to_numpy(bool)
+    drop = (bc[idx].sum(1) - vc[idx].sum(1)) / bc[idx].sum(1)
+    for (task, field), samples in {("text", "loss_ci"): boot, ("text", "kld_ci"): kld,
+                                   ("mc_general", "loss_ci"): drop}.items():  # fmt: skip
+        low, high = getattr(comps[("v", task, ALL_ITEMS)], field)
+        ref_low, ref_high = np.quantile(samples, [0.025, 0.975])
+        width = ref_high - ref_low
+        assert abs(low - ref_low) < 0.1 * width and abs(high - ref_high) < 0.1 * width, (
+            task,
+            field,
+        )
+
+
+def test_flip_rate_interval_is_clopper_pearson():
+    items = make_items(5, {"v": {"noise": 0.1}})
+    c = by_key(compare(items, METRICS, alpha=0.05, family=1))[("v", "mc_rare", ALL_ITEMS)]
+    exact = sps.binomtest(c.lost, c.n).proportion_ci(confidence_level=c.level, method="exact")
+    assert c.flip_rate_ci == pytest.approx((exact.low, exact.high))
+
+
+def _paired(rng, n, p_base, p_lost, p_gained):
+    b = rng.random(n) < p_base
+    u = rng.random(n)
+    v = b.copy()
+    v[b & (u < p_lost / p_base)] = False
+    v[~b & (u < p_gained / (1 - p_base))] = True
+    base = pd.DataFrame({"correct": b, "n_tokens": 1, "kld": np.nan})
+    return base, base.assign(correct=v)
+
+
+@pytest.mark.parametrize(
+    "n,p_lost,p_gained", [(40, 0.06, 0.02), (120, 0.04, 0.0), (400, 0.12, 0.08)]
+)
+def test_accuracy_drop_at_the_tolerance_fails_at_most_alpha_over_2(n, p_lost, p_gained):
+    """A true relative drop exactly at the tolerance: the interval's lower end clears the
+    tolerance (a false fail) in at most alpha/2 of 2,000 simulated variants (+ noise)."""
+    from harness.metrics import get_metric
+    from harness.stats import compare_pair
+
+    rng = np.random.default_rng(n)
+    tolerance = (p_lost - p_gained) / 0.8
+    fails = sum(
+        compare_pair(*_paired(rng, n, 0.8, p_lost, p_gained), get_metric("acc"), 0.95).loss_ci[0]
+        > tolerance
+        for _ in range(2000)
+    )
+    assert fails / 2000 <= 0.025 + 0.01, fails
 
 
 def test_explode_slices_adds_all():
@@ -93,9 +154,7 @@ def test_knees_per_method_and_slice_on_synthetic_runs():
                "w2": {"drop": {s: 0.9 for s in ("general", "arithmetic", "rare")}}}  # fmt: skip
     sizes = {"w8": (8, 8.25, 500), "w4": (4, 4.25, 300), "w3": (3, 3.25, 250), "w2": (2, 2.25, 200)}
     items = make_items(4, effects)
-    table = knees(compare(items, METRICS, n_boot=200), manifest(sizes)["variants"]).set_index(
-        ["task", "slice"]
-    )
+    table = knees(compare(items, METRICS), manifest(sizes)["variants"]).set_index(["task", "slice"])
     assert table.loc[("mc_arithmetic", "arithmetic"), "knee_bits"] == 4
     assert table.loc[("mc_general", "general"), "knee_bits"] == 3
 

@@ -10,12 +10,14 @@ distributions, so ``kld`` and ``top1_agree`` stay empty for these rows.
 from __future__ import annotations
 
 import logging
+import math
 import os
 from pathlib import Path
 
 import yaml
 
 from harness.errors import InputError
+from harness.metrics import get_metric
 from harness.records import ItemResult, Task
 
 
@@ -75,17 +77,31 @@ def _number(value) -> float:
     return float(value[0] if isinstance(value, list | tuple) else value)
 
 
+def choose_filter(task: Task, samples: list[dict]) -> list[dict]:
+    """The samples of one filter: lm-eval logs every document once per filter of the
+    task's ``filter_list``; the task's ``lm_eval_filter`` picks one (default: the first),
+    and the others are left out."""
+    filters = list(dict.fromkeys(s.get("filter", "none") for s in samples))
+    chosen = task.lm_eval_filter or (filters[0] if filters else "none")
+    if filters and chosen not in filters:
+        raise InputError(f"task {task.name!r}: lm-eval has no filter {chosen!r} for this task "
+                         f"(it has: {', '.join(filters)})")  # fmt: skip
+    return [s for s in samples if s.get("filter", "none") == chosen]
+
+
 def to_rows(task: Task, samples: list[dict], variant: str) -> list[ItemResult]:
-    """lm-eval samples -> item rows (``task.metric`` decides correctness)."""
+    """lm-eval samples -> one item row per document (of the chosen filter); the task's
+    :class:`~harness.metrics.Metric` says what the logged value means."""
+    metric = get_metric(task.metric)
     rows = []
-    for sample in sorted(samples, key=lambda s: s["doc_id"]):
+    for sample in sorted(choose_filter(task, samples), key=lambda s: s["doc_id"]):
         if task.metric not in sample:
-            known = sorted(k for k in sample if k not in ("doc", "doc_id", "target", "arguments", "resps",
-                                                          "filtered_resps", "doc_hash", "prompt_hash", "target_hash"))  # fmt: skip
+            known = sorted(k for k in sample if k not in ("doc", "doc_id", "target", "arguments", "resps", "metrics",
+                                                          "filtered_resps", "filter", "doc_hash", "prompt_hash", "target_hash"))  # fmt: skip
             raise InputError(
                 f"task {task.name!r}: lm-eval reports no metric {task.metric!r} (it has: {', '.join(known)})"
             )
-        correct = _number(sample[task.metric]) >= 0.5
+        value = sample[task.metric]
         responses = sample.get("filtered_resps") or []
         lls = [float(r[0]) for r in responses if isinstance(r, list | tuple) and len(r) == 2]
         gold_ll = margin = None
@@ -96,11 +112,17 @@ def to_rows(task: Task, samples: list[dict], variant: str) -> list[ItemResult]:
             others = [ll for i, ll in enumerate(lls) if i != target]
             margin = gold_ll - max(others) if others else None
             prediction = str(max(range(len(lls)), key=lls.__getitem__))
+        nll, units, score = -(gold_ll or 0.0), 0, math.nan
+        if metric.perplexity:  # lm-eval logs (log-likelihood, words or bytes) per document
+            nll, units = -float(value[0]), int(value[1])
+        else:
+            score = _number(value)
         rows.append(ItemResult(
-            variant=variant, task=task.name, item_id=_item_id(sample), slices=task.slices, correct=correct,
+            variant=variant, task=task.name, item_id=_item_id(sample), slices=task.slices,
+            correct=score >= 0.5 if metric.outcome else None,
             correct_norm=(_number(sample["acc_norm"]) >= 0.5) if "acc_norm" in sample else None,
-            score=_number(sample[task.metric]), nll=-gold_ll if gold_ll is not None else 0.0,
-            gold_logprob=gold_ll if gold_ll is not None else 0.0, n_tokens=0, kld=None, top1_agree=None,
+            score=score if not metric.perplexity else nll / max(units, 1), nll=nll,
+            gold_logprob=-nll, n_tokens=units, kld=None, top1_agree=None,
             margin=margin, prediction=prediction, target=str(target),
         ))  # fmt: skip
     return rows

@@ -117,7 +117,7 @@ def render_html(*, manifest: dict, verdict, table: pd.DataFrame, grid: pd.DataFr
         f"<h1>{escape(title)}</h1>",
         f'<p class="muted">Model {escape(str(model.get("description", model.get("source", "?"))))} '
         f"(weights <code>{escape(str(model.get('hash', '?')))}</code>), suite <code>{escape(str(suite.get('name', '?')))}</code> "
-        f"v{escape(str(suite.get('version', '?')))}. Scored in float32; the baseline is shown at 16 bits.</p>",
+        f"v{escape(str(suite.get('version', '?')))}. Scored in {escape(str(model['dtype']))}; the baseline is shown at 16 bits.</p>",
         f'<p class="warning">{_inline(warning)}</p>' if warning else "",
         '<h2 id="verdict">Verdict</h2>',
         f'<p class="verdict">{_inline(verdict_line(verdict))}</p>',

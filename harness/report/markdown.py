@@ -57,7 +57,7 @@ def render_markdown(table: pd.DataFrame, grid: pd.DataFrame, manifest: dict, ver
         "",
         f"Model {model.get('description', model.get('source', '?'))} (weights `{model.get('hash', '?')}`), "
         f"suite `{suite.get('name', '?')}` v{suite.get('version', '?')}, seed {manifest.get('seed', '?')}; "
-        "scored in float32, baseline shown at 16 bits.",
+        f"scored in {model['dtype']}, baseline shown at 16 bits.",
         "",
     ]
     warning = base_precision_warning(manifest.get("base_precision"))
