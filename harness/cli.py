@@ -86,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     quant.add_argument("--variants", type=Path, default=None, metavar="FILE",
                        help="explicit configurations instead of --methods x --bits: a YAML/JSON list "
                        "such as [{method: gptq, bits: 4, group_size: 64}]")  # fmt: skip
+    quant.add_argument("--variant-models", default=None, metavar="A,B",
+                       help="pre-quantized files of the base model to gate as variants (GGUF); with "
+                       "neither --methods nor --bits, the only variants")  # fmt: skip
     quant.add_argument("--group-size", type=_group_size, default=None,
                        help="weights per scale along the input dimension; 'channel' for one per row "
                        "(default: each method's own, rtn/gptq 128)")  # fmt: skip
@@ -217,12 +220,24 @@ def _method_names() -> str:
 def _variants(args) -> tuple[list, list[str]]:
     """The variants to evaluate and the (method, bits) pairs skipped as unsupported."""
     from harness.errors import InputError
-    from harness.variants import load_variants, sweep
+    from harness.variants import artifact_variants, load_variants, sweep
 
+    models = [
+        m.strip() for m in (getattr(args, "variant_models", None) or "").split(",") if m.strip()
+    ]
+    artifacts = artifact_variants(models)
     if args.variants is not None:
         if args.methods is not None or args.bits is not None:
             raise InputError("--variants replaces --methods and --bits; give one or the other")
-        return load_variants(args.variants), []
+        listed = load_variants(args.variants)
+        taken = {v.name for v in listed} & {v.name for v in artifacts}
+        if taken:
+            raise InputError(
+                f"variant {sorted(taken)[0]!r} is named twice (--variants and --variant-models)"
+            )
+        return listed + artifacts, []
+    if artifacts and args.methods is None and args.bits is None:
+        return artifacts, []
     methods = [m.strip() for m in (args.methods or "rtn").split(",") if m.strip()]
     options = {}
     if args.group_size is not None:
@@ -231,7 +246,13 @@ def _variants(args) -> tuple[list, list[str]]:
         options["symmetric"] = True
     if args.layer_bits is not None:
         options["layer_bits"] = _read_layer_bits(args.layer_bits)
-    return sweep(methods, args.bits or [8, 4, 3, 2], options)
+    variants, skipped = sweep(methods, args.bits or [8, 4, 3, 2], options)
+    clash = {v.name for v in variants} & {v.name for v in artifacts}
+    if clash:
+        raise InputError(
+            f"--variant-models: variant name {sorted(clash)[0]!r} is taken by a method variant"
+        )
+    return variants + artifacts, skipped
 
 
 def _read_layer_bits(path: Path) -> tuple[tuple[str, int], ...]:
@@ -311,7 +332,7 @@ def cmd_run(args, argv: list[str]) -> int:
     for line in skipped:
         print(f"qharness: skipping {line}", file=sys.stderr)
     calibration = None
-    if any(v.config.needs_calibration for v in variants):
+    if any(v.config and v.config.needs_calibration for v in variants):
         from harness.calibration import DEFAULT_SOURCE
         from harness.records import CalibrationSpec
 

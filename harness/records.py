@@ -51,15 +51,26 @@ class CalibrationSpec:
 
 
 @dataclass(frozen=True)
+class Artifact:
+    """A pre-quantized file of the base model, as shipped: a ``.gguf`` file (or a folder
+    and its ``gguf_file``)."""
+
+    source: str
+    gguf_file: str | None = None
+
+
+@dataclass(frozen=True)
 class Variant:
-    """One model to evaluate. The baseline has ``config=None``."""
+    """One model to evaluate: the baseline (no ``config``, no ``artifact``), the base
+    model quantized by a method (``config``), or a pre-quantized ``artifact``."""
 
     name: str
     config: QuantConfig | None = None
+    artifact: Artifact | None = None
 
     @property
     def is_baseline(self) -> bool:
-        return self.config is None
+        return self.config is None and self.artifact is None
 
 
 @dataclass(frozen=True)

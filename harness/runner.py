@@ -14,6 +14,7 @@ from tqdm import tqdm
 
 import harness
 from harness.adaptive import evaluate_adaptive
+from harness.artifacts import check_compatible, inspect_artifact, load_artifact
 from harness.calibration import calibration_record, item_texts, load_calibration
 from harness.diagnostics import base_precision
 from harness.errors import InputError
@@ -55,9 +56,12 @@ def run(
     torch.set_num_threads(spec.threads)
     torch.manual_seed(spec.seed)
 
+    artifacts = {v.name: inspect_artifact(v.artifact) for v in spec.variants if v.artifact}
     load_start = time.perf_counter()
     model, tokenizer = load_model(spec.model)
     load_seconds = time.perf_counter() - load_start
+    for info in artifacts.values():  # checked before anything is written or evaluated
+        check_compatible(info, model, tokenizer)
     model_hash = weights_fingerprint(model)
     fingerprint = {
         "model": model_hash,
@@ -137,14 +141,15 @@ def run(
     )
     stored = store.manifest().get("variants", {})
     records = {}
-    for variant in spec.variants:  # a changed config or calibration must not mix with stored rows
-        records[variant.name] = {"config": config_to_dict(variant.config)}
-        if variant.config.needs_calibration:
+    for variant in spec.variants:  # a changed config, calibration or artifact must not mix
+        records[variant.name] = {"config": config_to_dict(variant.config)} if variant.config else {
+            "config": None, "artifact": artifacts[variant.name].record()}  # fmt: skip
+        if variant.config is not None and variant.config.needs_calibration:
             records[variant.name]["calibration"] = calibration_record(spec.calibration)
         if any(store.has(variant.name, t.name) for t in suite.tasks):
             _check_unchanged(stored.get(variant.name), records[variant.name], variant.name)
     calibration = None
-    if any(pending[v.name] for v in spec.variants if v.config.needs_calibration):
+    if any(pending[v.name] for v in spec.variants if v.config and v.config.needs_calibration):
         items = (item for task_list in task_items.values() for item in task_list)
         calibration = load_calibration(spec.calibration, tokenizer, item_texts(items), prefix)
         store.update_manifest(calibration=calibration.record())
@@ -216,13 +221,18 @@ def run(
         if not pending[variant.name]:
             continue
         master.restore()
-        if variant.config is not None:
-            bar.set_description(f"{variant.name} · quantize")
-            if quantizes_output_head(model, variant.config):
+        if not variant.is_baseline:
+            bar.set_description(f"{variant.name} · {'load' if variant.artifact else 'quantize'}")
+            if variant.artifact or quantizes_output_head(model, variant.config):
                 scorer.reference_head.keep_copy()  # the baseline's head stays the reference
-            report = quantize_(model, variant.config, calibration)
+            if variant.artifact:
+                report = load_artifact(model, artifacts[variant.name])
+                extra = {"source": str(artifacts[variant.name].path),
+                         "tensor_types": artifacts[variant.name].tensor_types}  # fmt: skip
+            else:
+                report, extra = quantize_(model, variant.config, calibration), {}
             store.update_manifest(
-                variants={variant.name: {**records[variant.name], **asdict(report)}}
+                variants={variant.name: {**records[variant.name], **asdict(report), **extra}}
             )
         tasks = pending[variant.name]
         if spec.adaptive and not variant.is_baseline:

@@ -9,7 +9,7 @@ import yaml
 
 from harness.errors import InputError
 from harness.methods import METHODS, make_config
-from harness.records import Variant
+from harness.records import Artifact, Variant
 from harness.registry import UnknownName
 
 
@@ -45,8 +45,9 @@ def sweep(methods: list[str], bits: list[int], options: dict) -> tuple[list[Vari
 
 
 def load_variants(path: Path) -> list[Variant]:
-    """An explicit list of configurations: a YAML or JSON list of mappings, each with a
-    ``method`` and that method's options, e.g. ``- {method: gptq, bits: 4, group_size: 64}``."""
+    """An explicit list of variants: a YAML or JSON list of mappings, each a method
+    configuration (``{method: gptq, bits: 4, group_size: 64}``) or a pre-quantized
+    artifact of the base model (``{model: PATH, name: NAME, gguf_file: FILE}``)."""
     try:
         data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -59,8 +60,13 @@ def load_variants(path: Path) -> list[Variant]:
         raise InputError(f"{path}: expected a non-empty list of configurations")
     variants, seen = [], set()
     for index, entry in enumerate(data, start=1):
+        if isinstance(entry, dict) and "model" in entry:
+            _add_artifact(variants, seen, entry, f"{path}: entry {index}")
+            continue
         if not isinstance(entry, dict) or "method" not in entry:
-            raise InputError(f"{path}: entry {index} must be a mapping with a 'method' key")
+            raise InputError(
+                f"{path}: entry {index} must be a mapping with a 'method' or a 'model' key"
+            )
         options = {k: _tuples(v) for k, v in entry.items() if k != "method"}
         try:
             config = make_config(str(entry["method"]), **options)
@@ -78,6 +84,34 @@ def _add(variants: list[Variant], seen: set[str], config, where: str = "") -> No
         return
     seen.add(name)
     variants.append(Variant(name, config))
+
+
+ARTIFACT_KEYS = ("model", "name", "gguf_file")
+
+
+def artifact_variants(sources: list[str]) -> list[Variant]:
+    """``--variant-models A,B``: each a pre-quantized artifact, named after its file."""
+    variants, seen = [], set()
+    for source in sources:
+        _add_artifact(variants, seen, {"model": source}, "--variant-models")
+    return variants
+
+
+def _add_artifact(variants: list[Variant], seen: set[str], entry: dict, where: str) -> None:
+    from harness.artifacts import gguf_path
+
+    unknown = sorted(set(entry) - set(ARTIFACT_KEYS))
+    if unknown:
+        raise InputError(f"{where}: unknown key {unknown[0]!r} for a model entry "
+                         f"(known: {', '.join(ARTIFACT_KEYS)})")  # fmt: skip
+    if not all(isinstance(entry.get(k, ""), str) for k in ARTIFACT_KEYS):
+        raise InputError(f"{where}: 'model', 'name' and 'gguf_file' must be strings")
+    artifact = Artifact(entry["model"], entry.get("gguf_file"))
+    name = entry.get("name") or gguf_path(artifact).stem  # a missing file fails here
+    if name in seen or name == "baseline":
+        raise InputError(f"{where}: variant name {name!r} is taken; give the entry a 'name'")
+    seen.add(name)
+    variants.append(Variant(name, artifact=artifact))
 
 
 def _tuples(value):

@@ -48,7 +48,7 @@ def test_variants_file(tmp_path):
             "- {method: rtn, bits: 4}\n- {method: rtn, bits: 4}\n",
             "entry 2: variant 'rtn-w4g128' is listed twice",
         ),
-        ("- {bits: 4}\n", "entry 1 must be a mapping with a 'method' key"),
+        ("- {bits: 4}\n", "entry 1 must be a mapping with a 'method' or a 'model' key"),
         ("- {method: hqq, bits: 7}\n", "entry 1: method 'hqq' supports bits"),
         (
             "- {method: rtn, bits: 4, colour: red}\n",

@@ -178,9 +178,10 @@ def require(module: str, extra: str):
 
 
 class MasterCopy:
-    """The base weights of every Linear layer, so each variant starts from them without
-    reloading the model. Layers a method replaced, and parameters it swapped for
-    quantized tensors, are put back too.
+    """The base weights, so each variant starts from them without reloading the model:
+    every Linear layer (layers a method replaced, and parameters it swapped for quantized
+    tensors, are put back too) and every other parameter (embeddings and norms, which an
+    artifact overwrites).
 
     Given the safetensors ``files`` the model was loaded from, weights are read back from
     disk straight into the parameters (no second copy in memory: the fp32 model plus a
@@ -194,17 +195,17 @@ class MasterCopy:
         self.params = {name: dict(m._parameters) for name, m in self.layers.items()}
         embedding = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
         tied = embedding.weight.data_ptr() if embedding is not None else None
-        self.on_disk = _locate(
-            {f"{name}.{key}": p for name, params in self.params.items()
-             for key, p in params.items() if p is not None and p.data_ptr() != tied},
-            files,
-        )  # fmt: skip
+        linear = {f"{name}.{key}": p for name, params in self.params.items()
+                  for key, p in params.items() if p is not None and p.data_ptr() != tied}  # fmt: skip
+        owned = {id(p) for params in self.params.values() for p in params.values()}
+        self.others = {n: p for n, p in model.named_parameters() if id(p) not in owned}
+        self.on_disk = _locate({**linear, **self.others}, files)
         self.tensors = None
         if self.on_disk is None:
             self.tensors = {
                 name: {key: t.detach().clone() for key, t in m.named_parameters(recurse=False)}
                 for name, m in self.layers.items()
-            }
+            } | {name: {"": p.detach().clone()} for name, p in self.others.items()}
 
     @property
     def source(self) -> str:
@@ -218,15 +219,19 @@ class MasterCopy:
             for key, param in self.params[name].items():
                 if layer._parameters.get(key) is not param:
                     layer._parameters[key] = param
-                if param is None:
-                    continue
-                if self.tensors is not None:
-                    param.copy_(self.tensors[name][key])
-                elif f"{name}.{key}" in self.on_disk:
-                    path, offset = self.on_disk[f"{name}.{key}"]
-                    with open(path, "rb") as f:
-                        f.seek(offset)
-                        f.readinto(param.detach().view(-1).view(torch.uint8).numpy())
+                if param is not None:
+                    self._put_back(f"{name}.{key}", param, self.tensors and self.tensors[name][key])
+        for name, param in self.others.items():
+            self._put_back(name, param, self.tensors and self.tensors[name][""])
+
+    def _put_back(self, name: str, param: torch.Tensor, copy: torch.Tensor | None) -> None:
+        if copy is not None:
+            param.copy_(copy)
+        elif name in self.on_disk:
+            path, offset = self.on_disk[name]
+            with open(path, "rb") as f:
+                f.seek(offset)
+                f.readinto(param.detach().view(-1).view(torch.uint8).numpy())
 
 
 _SAFETENSORS_DTYPES = {torch.float32: "F32", torch.bfloat16: "BF16", torch.float16: "F16"}
