@@ -177,7 +177,8 @@ class RunStore:
         from safetensors.torch import save_file
 
         ids = list(references)
-        tensors = {f"hidden.{n}": references[i].hidden.contiguous() for n, i in enumerate(ids)}
+        tensors = {f"{key}.{n}": getattr(references[i], key).contiguous()
+                   for n, i in enumerate(ids) for key in ("hidden", "argmax")}  # fmt: skip
         metadata = {"ids": json.dumps(ids)}
         _atomic_write(
             self._reference(task), lambda tmp: save_file(tensors, str(tmp), metadata=metadata)
@@ -196,5 +197,5 @@ class RunStore:
             return None
         with safe_open(str(path), framework="pt") as f:
             ids = json.loads(f.metadata()["ids"])
-            return {item_id: Reference(hidden=f.get_tensor(f"hidden.{n}"))
+            return {item_id: Reference(hidden=f.get_tensor(f"hidden.{n}"), argmax=f.get_tensor(f"argmax.{n}"))
                     for n, item_id in enumerate(ids)}  # fmt: skip

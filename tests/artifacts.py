@@ -48,8 +48,8 @@ def write_gguf(model, tokenizer, path: Path, qtype: str = "Q8_0", types: dict[st
     writer.add_token_list(tokenizer.convert_ids_to_tokens(list(range(len(tokenizer)))))
     names = gguf_names(model)
     for hf_name, tensor in model.state_dict().items():
-        if hf_name not in names:
-            continue
+        if hf_name not in names or (hf_name == "lm_head.weight" and config.tie_word_embeddings):
+            continue  # a tied head is the embedding: llama.cpp writes no output.weight
         name = names[hf_name]
         data = tensor.detach().float().numpy()
         if name.endswith("attn_q.weight"):

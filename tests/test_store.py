@@ -62,13 +62,17 @@ def test_manifest_updates_merge(tmp_path):
 def test_reference_round_trip(tmp_path):
     store = RunStore.open(tmp_path / "run", {"model": "a"})
     refs = {
-        "x/1": Reference(hidden=torch.randn(2, 3).half()),
-        "y": Reference(hidden=torch.zeros(1, 3)),
+        "x/1": Reference(
+            hidden=torch.randn(2, 3).half(), argmax=torch.tensor([5, 7], dtype=torch.int32)
+        ),
+        "y": Reference(hidden=torch.zeros(1, 3), argmax=torch.zeros(1, dtype=torch.int32)),
     }
     store.save_reference("task one", refs)
     loaded = store.load_reference("task one")
     assert list(loaded) == ["x/1", "y"]
     assert torch.equal(loaded["x/1"].hidden, refs["x/1"].hidden)
+    assert torch.equal(loaded["x/1"].argmax, refs["x/1"].argmax)
+    assert torch.equal(loaded["x/1"].argmax, refs["x/1"].argmax)
     assert loaded["y"].hidden.dtype == torch.float32 and loaded["y"].hidden.shape == (1, 3)
     assert store.load_reference("other") is None
     assert store.has_reference("task one") and not store.has_reference("other")

@@ -25,9 +25,11 @@ from harness.errors import InputError
 
 @dataclass
 class Reference:
-    """The baseline's final hidden states at the scored positions of one item."""
+    """The baseline at the scored positions of one item: its final hidden states, and its
+    greedy tokens (from its own full-precision logits, so near-ties cannot flip top-1)."""
 
     hidden: torch.Tensor  # [n, hidden_size], float16 (or float32 where float16 overflows)
+    argmax: torch.Tensor  # [n] int32
 
 
 @dataclass
@@ -127,9 +129,10 @@ def compact(hidden: torch.Tensor) -> torch.Tensor:
 
 
 def token_kld(base_logp: torch.Tensor, var_logp: torch.Tensor) -> torch.Tensor:
-    """Per-position KL(baseline || variant) over the full vocabulary, in float64."""
-    p_log, q_log = base_logp.double(), var_logp.double()
-    return (p_log.exp() * (p_log - q_log)).sum(dim=-1).clamp(min=0.0)
+    """Per-position KL(baseline || variant) over the full vocabulary (summed in float32,
+    returned as float64)."""
+    kl = F.kl_div(var_logp.float(), base_logp.float(), log_target=True, reduction="none")
+    return kl.sum(dim=-1).clamp(min=0.0).double()
 
 
 CHUNK = 64  # positions whose vocabulary-wide log-probabilities are held at once (12 MB each here)
@@ -270,6 +273,7 @@ class Scorer:
         for n in with_ref:
             has_ref[bounds[n] : bounds[n + 1]] = True
         ref_hidden = torch.cat([refs[n].hidden for n in with_ref]) if with_ref else None
+        ref_argmax = torch.cat([refs[n].argmax for n in with_ref]).long() if with_ref else None
         ref_row = has_ref.long().cumsum(0) - 1  # position -> row of ref_hidden
         lp, argmax = [], []
         kld = torch.zeros(len(targets), dtype=torch.float64)
@@ -290,7 +294,7 @@ class Scorer:
                 base = F.log_softmax(base.float(), dim=-1).cpu()
                 mine = logp[local]
                 kld[start:stop][local] = token_kld(base, mine)
-                top1[start:stop][local] = base.argmax(dim=-1) == argmax[-1][local]
+                top1[start:stop][local] = ref_argmax[at.cpu()] == argmax[-1][local]
                 g = gold[local]
                 dp[start:stop][local] = (mine.gather(1, g).double().exp()
                                          - base.gather(1, g).double().exp())[:, 0]  # fmt: skip

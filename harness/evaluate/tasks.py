@@ -197,7 +197,8 @@ def evaluate_task(
         parts = [by_item[n][r] for r in scored_positions(task, item)]
         logprobs = torch.cat([p.token_logprobs for p in parts])
         if reference is None:
-            hiddens[item.item_id] = Reference(hidden=torch.cat([p.hidden for p in parts]))
+            hiddens[item.item_id] = Reference(hidden=torch.cat([p.hidden for p in parts]),
+                                              argmax=torch.cat([p.argmax for p in parts]).int())  # fmt: skip
         nll = -float(logprobs.sum())
         n_tokens = int(logprobs.numel())
         kld = top1 = kld_tokens = dp_tokens = None
@@ -290,7 +291,7 @@ def _slice_reference(ref: Reference, task: Task, item: PreparedItem, r: int) -> 
     positions = scored_positions(task, item)
     start = sum(len(item.requests[p][1]) for p in positions[: positions.index(r)])
     end = start + len(item.requests[r][1])
-    return Reference(hidden=ref.hidden[start:end])
+    return Reference(hidden=ref.hidden[start:end], argmax=ref.argmax[start:end])
 
 
 def perplexity(nll_sum: float, n_tokens: int) -> float:
