@@ -3,6 +3,7 @@ weights, quantize in place, evaluate every task, and append the rows to the stor
 
 from __future__ import annotations
 
+import gc
 import platform
 import sys
 import time
@@ -123,6 +124,7 @@ def run(
     max_length = int(getattr(model.config, "max_position_embeddings", 2048) or 2048)
     scorer = Scorer(model, tokenizer.pad_token_id, batch_size=spec.batch_size,
                     max_length=max_length)  # fmt: skip
+    active = scorer  # a checkpoint artifact is scored on its own model, with the base's head
     master = MasterCopy(model, weight_files(spec.model))
     variants = [BASELINE, *spec.variants]
     store.update_manifest(variants={BASELINE.name: _baseline_record(model)},
@@ -172,7 +174,7 @@ def run(
                                   max_length=min(max_length, 4096), seed=spec.seed)  # fmt: skip
             rows, topks = to_rows(task, samples, variant.name), None
         else:
-            rows, topks = evaluate_task(task, items, scorer, tokenizer, variant.name,
+            rows, topks = evaluate_task(task, items, active, tokenizer, variant.name,
                                         reference_of(variant, task), on_progress=bar.update)  # fmt: skip
         key = f"{variant.name}/{task.name}"
         seconds[key] = seconds.get(key, 0.0) + time.perf_counter() - start
@@ -223,12 +225,18 @@ def run(
         master.restore()
         if not variant.is_baseline:
             bar.set_description(f"{variant.name} · {'load' if variant.artifact else 'quantize'}")
-            if variant.artifact or quantizes_output_head(model, variant.config):
+            info = artifacts.get(variant.name)
+            in_place = (
+                info.format == "gguf" if info else quantizes_output_head(model, variant.config)
+            )
+            if in_place:
                 scorer.reference_head.keep_copy()  # the baseline's head stays the reference
-            if variant.artifact:
-                report = load_artifact(model, artifacts[variant.name])
-                extra = {"source": str(artifacts[variant.name].path),
-                         "tensor_types": artifacts[variant.name].tensor_types}  # fmt: skip
+            if info:
+                loaded, report = load_artifact(model, info)
+                if loaded is not model:
+                    active = Scorer(loaded, tokenizer.pad_token_id, batch_size=spec.batch_size,
+                                    max_length=max_length, reference_head=scorer.reference_head)  # fmt: skip
+                extra = {"source": str(info.path), "tensor_types": info.tensor_types}
             else:
                 report, extra = quantize_(model, variant.config, calibration), {}
             store.update_manifest(
@@ -244,6 +252,9 @@ def run(
         for task in tasks:
             rows, topks = evaluate(variant, task, prepared.get(task.name))
             finish(variant, task, rows, topks)
+        if active is not scorer:  # release the checkpoint before the next variant
+            active, loaded = scorer, None
+            gc.collect()
     bar.close()
     master.restore()
 

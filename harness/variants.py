@@ -98,8 +98,6 @@ def artifact_variants(sources: list[str]) -> list[Variant]:
 
 
 def _add_artifact(variants: list[Variant], seen: set[str], entry: dict, where: str) -> None:
-    from harness.artifacts import gguf_path
-
     unknown = sorted(set(entry) - set(ARTIFACT_KEYS))
     if unknown:
         raise InputError(f"{where}: unknown key {unknown[0]!r} for a model entry "
@@ -107,7 +105,7 @@ def _add_artifact(variants: list[Variant], seen: set[str], entry: dict, where: s
     if not all(isinstance(entry.get(k, ""), str) for k in ARTIFACT_KEYS):
         raise InputError(f"{where}: 'model', 'name' and 'gguf_file' must be strings")
     artifact = Artifact(entry["model"], entry.get("gguf_file"))
-    name = entry.get("name") or gguf_path(artifact).stem  # a missing file fails here
+    name = entry.get("name") or Path(artifact.gguf_file or artifact.source.rstrip("/")).stem
     if name in seen or name == "baseline":
         raise InputError(f"{where}: variant name {name!r} is taken; give the entry a 'name'")
     seen.add(name)

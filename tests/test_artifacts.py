@@ -104,7 +104,7 @@ def test_a_mixed_file_with_a_k_quant_is_read_tensor_by_tensor(tmp_path, tokenize
     assert info.type_bytes["Q4_K"] == 2 * 64 * 256 // 256 * 144
     master = MasterCopy(model)
     check_compatible(info, model, tokenizer)
-    report = load_artifact(model, info)
+    _, report = load_artifact(model, info)
     assert report.method.startswith("gguf:") and 4.5 < report.effective_bits < 9
     for i in range(2):
         down = model.model.layers[i].mlp.down_proj.weight
