@@ -58,11 +58,23 @@ def bnb_checkpoint(base_dir, out):
     return out
 
 
+def torchao_checkpoint(base_dir, out):
+    from torchao.quantization import Int8WeightOnlyConfig
+    from transformers import AutoModelForCausalLM, TorchAoConfig
+
+    config = TorchAoConfig(Int8WeightOnlyConfig())
+    AutoModelForCausalLM.from_pretrained(
+        base_dir, quantization_config=config, device_map="cpu"
+    ).save_pretrained(out)
+    return out
+
+
 @pytest.fixture(scope="module")
 def checkpoints(tiny_model_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("checkpoints")
     return {"ct": compressed_tensors_checkpoint(tiny_model_dir, root / "tiny-w4a16"),
-            "bnb": bnb_checkpoint(tiny_model_dir, root / "tiny-nf4")}  # fmt: skip
+            "bnb": bnb_checkpoint(tiny_model_dir, root / "tiny-nf4"),
+            "torchao": torchao_checkpoint(tiny_model_dir, root / "tiny-int8")}  # fmt: skip
 
 
 def run(model, suite, out, *variant_models):
@@ -74,14 +86,20 @@ def test_checkpoints_load_as_variants_and_pair_with_the_base(
     checkpoints, tiny_model_dir, tiny_suite, tmp_path
 ):
     out = tmp_path / "run"
-    assert run(tiny_model_dir, tiny_suite, out, checkpoints["ct"], checkpoints["bnb"]) in (0, 1)
+    assert run(tiny_model_dir, tiny_suite, out, *checkpoints.values()) in (0, 1)
     items = pd.read_parquet(out / "items.parquet")
-    assert set(items["variant"]) == {"baseline", "tiny-w4a16", "tiny-nf4"}
+    assert set(items["variant"]) == {"baseline", "tiny-w4a16", "tiny-nf4", "tiny-int8"}
     base = items[items["variant"] == "baseline"].set_index(["task", "item_id"])
-    for name in ("tiny-w4a16", "tiny-nf4"):
+    for name, low, high in [
+        ("tiny-w4a16", 1e-3, 10),
+        ("tiny-nf4", 1e-3, 10),
+        ("tiny-int8", 1e-7, 1e-3),
+    ]:
         rows = items[items["variant"] == name].set_index(["task", "item_id"])
         assert rows.index.equals(base.index)  # exactly the baseline's items
-        assert rows["kld"].notna().all() and rows["kld"].mean() > 1e-4
+        assert rows["kld"].notna().all() and low < rows["kld"].mean() < high, (
+            name
+        )  # 8 bits: near-free
     manifest = json.loads((out / "manifest.json").read_text())["variants"]
     ct, bnb = manifest["tiny-w4a16"], manifest["tiny-nf4"]
     assert ct["method"] == "compressed-tensors:w4a16"
@@ -93,6 +111,7 @@ def test_checkpoints_load_as_variants_and_pair_with_the_base(
     n = manifest["baseline"]["model_bytes"] / 2  # 16-bit bytes -> parameters
     assert bnb["effective_bits"] == pytest.approx(8 * bnb["model_bytes"] / n, rel=1e-3)
     assert "I32" in ct["tensor_types"] and "U8" in bnb["tensor_types"]
+    assert manifest["tiny-int8"]["method"] == "torchao:Int8WeightOnlyConfig"
 
 
 def test_bad_checkpoints_are_one_line_errors(

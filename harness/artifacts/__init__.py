@@ -8,8 +8,8 @@ the model to score and the :class:`~harness.records.QuantReport` of its real siz
 
 * ``gguf`` (:mod:`.gguf`): llama.cpp's files, dequantized into the base model in place.
 * Hugging Face checkpoints (:mod:`.checkpoint`) whose ``quantization_config`` is
-  compressed-tensors, bitsandbytes, torchao or hqq: loaded by transformers and the
-  format's own library beside the base model.
+  compressed-tensors, bitsandbytes or torchao: loaded by transformers and the format's
+  own library beside the base model.
 """
 
 from __future__ import annotations

@@ -3,8 +3,9 @@
 A folder (or Hub id) whose ``config.json`` carries a ``quantization_config`` of a format
 transformers loads on this machine: compressed-tensors (GPTQ, AWQ, W8A8, FP8 from
 llm-compressor; decompressed to float on CPU), bitsandbytes (4/8-bit, evaluated packed
-with its kernels), torchao or hqq (their own tensors). It is loaded beside the base model
+with its kernels) or torchao (its tensor subclasses). It is loaded beside the base model
 (its own code never runs), scored with the base's reference head, and released after.
+(hqq checkpoints are not: transformers 5 no longer loads them.)
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ FORMATS = {
     "compressed-tensors": "float weights decompressed by compressed-tensors",
     "bitsandbytes": "packed",
     "torchao": "packed",
-    "hqq": "packed",
 }
 _FLOAT_DTYPES = ("F32", "F16", "BF16", "F64")
 
@@ -66,11 +66,10 @@ def _label(quant: dict) -> str:
         return f"w{weights.get('num_bits', '?')}a{inputs.get('num_bits', 16)}"
     if method == "bitsandbytes":
         return quant.get("bnb_4bit_quant_type", "nf4") if quant.get("load_in_4bit") else "int8"
-    if method == "hqq":
-        return (
-            f"w{(quant.get('quant_config') or {}).get('weight_quant_params', {}).get('nbits', '?')}"
-        )
-    return str(quant.get("quant_type", method))
+    quant_type = quant.get("quant_type", method)  # torchao: its config, named in a dict
+    if isinstance(quant_type, dict):
+        quant_type = (quant_type.get("default") or {}).get("_type", "?")
+    return str(quant_type)
 
 
 def _stored(path: Path) -> tuple[Counter, Counter]:

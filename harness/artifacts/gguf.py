@@ -129,7 +129,7 @@ def load(model, info: ArtifactInfo):
         name = names.get(result.name)
         if name not in params:
             continue
-        values = torch.from_numpy(np.ascontiguousarray(result.weights))
+        values = torch.from_numpy(np.array(result.weights))  # a writable copy
         if tuple(values.shape) != tuple(params[name].shape):
             raise InputError(f"{info.path}: tensor {tensor.name} has shape {tuple(values.shape)}, "
                              f"the base's {name} {tuple(params[name].shape)}")  # fmt: skip
