@@ -14,6 +14,7 @@ the model to score and the :class:`~harness.records.QuantReport` of its real siz
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,6 +53,17 @@ class ArtifactInfo:
         return ", ".join(
             f"{t} ×{n}" for t, n in sorted(self.tensor_types.items(), key=lambda x: -x[1])
         )
+
+
+def content_hash(paths: list[Path]) -> str:
+    """sha256 over the files' names and bytes: what ties stored rows to an artifact."""
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(path.name.encode())
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
 
 
 def _is_gguf(artifact: Artifact) -> bool:

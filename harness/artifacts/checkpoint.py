@@ -15,8 +15,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from harness.artifacts import ArtifactInfo, report
-from harness.artifacts.gguf import sha256
+from harness.artifacts import ArtifactInfo, content_hash, report
 from harness.errors import InputError
 from harness.records import Artifact
 
@@ -34,11 +33,11 @@ def folder(artifact: Artifact) -> Path:
     path = Path(artifact.source).expanduser()
     if path.is_dir():
         return path
-    if path.exists() or artifact.source.startswith((".", "/", "~")) or "/" not in artifact.source:
-        if path.exists():
-            raise InputError(f"variant model {artifact.source!r}: unsupported artifact format; "
-                             "supported: a .gguf file, or a checkpoint folder or Hub id whose "
-                             f"config.json has a quantization_config ({', '.join(FORMATS)})")  # fmt: skip
+    if path.exists():
+        raise InputError(f"variant model {artifact.source!r}: unsupported artifact format; "
+                         "supported: a .gguf file, or a checkpoint folder or Hub id whose "
+                         f"config.json has a quantization_config ({', '.join(FORMATS)})")  # fmt: skip
+    if artifact.source.startswith((".", "/", "~")) or "/" not in artifact.source:
         raise InputError(f"variant model not found: {path}")
     from huggingface_hub import snapshot_download
 
@@ -105,7 +104,7 @@ def inspect(artifact: Artifact) -> ArtifactInfo:
                          "for a variant")  # fmt: skip
     types, sizes = _stored(path)
     files = sorted(p for p in path.iterdir() if p.suffix in (".safetensors", ".json"))
-    return ArtifactInfo(path, sha256(files), method, _label(quant), dict(types), dict(sizes),
+    return ArtifactInfo(path, content_hash(files), method, _label(quant), dict(types), dict(sizes),
                         FORMATS[method])  # fmt: skip
 
 

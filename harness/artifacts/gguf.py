@@ -9,7 +9,6 @@ copy of the model in memory.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections import Counter
 from pathlib import Path
@@ -17,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from harness.artifacts import ArtifactInfo, report
+from harness.artifacts import ArtifactInfo, content_hash, report
 from harness.errors import InputError
 from harness.records import Artifact
 
@@ -33,16 +32,6 @@ def gguf_path(artifact: Artifact) -> Path:
     if not path.is_file():
         raise InputError(f"variant model not found: {path}")
     return path
-
-
-def sha256(paths: list[Path]) -> str:
-    digest = hashlib.sha256()
-    for path in paths:
-        digest.update(path.name.encode())
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
 
 
 def inspect(artifact: Artifact) -> ArtifactInfo:
@@ -68,7 +57,7 @@ def inspect(artifact: Artifact) -> ArtifactInfo:
     if not quantized:
         raise InputError(f"{path}: holds no quantized tensor ({', '.join(types)} only); "
                          "pass the base model as --model, not as a variant")  # fmt: skip
-    return ArtifactInfo(path, sha256([path]), "gguf", _label(reader, quantized), dict(types),
+    return ArtifactInfo(path, content_hash([path]), "gguf", _label(reader, quantized), dict(types),
                         dict(sizes), EVALUATED)  # fmt: skip
 
 
