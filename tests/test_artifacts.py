@@ -84,9 +84,10 @@ def test_a_gguf_on_the_base_grid_shows_no_divergence_and_a_coarser_one_does(
     assert "tensor types Q8_0 ×16, F32 ×5" in q8_info["note"]
 
 
-def test_a_mixed_file_with_a_k_quant_is_read_tensor_by_tensor(tmp_path, tokenizer):
+def test_a_mixed_file_with_a_k_quant_is_read_tensor_by_tensor(tmp_path, tokenizer, tiny_suite):
     """down_proj at Q4_K (assembled from valid block bytes), attention at Q4_0, the
-    rest at Q8_0: every loaded weight equals gguf-py's own dequantization."""
+    rest at Q8_0: every loaded weight equals gguf-py's own dequantization, and the file
+    runs as a variant paired with its base."""
     model = make_model(len(tokenizer), seed=4)
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -110,6 +111,13 @@ def test_a_mixed_file_with_a_k_quant_is_read_tensor_by_tensor(tmp_path, tokenize
         down = model.model.layers[i].mlp.down_proj.weight
         assert torch.equal(down, dequantized(path, f"blk.{i}.ffn_down.weight"))
     master.restore()
+    model.save_pretrained(tmp_path / "base")
+    tokenizer.save_pretrained(tmp_path / "base")
+    code, _ = run(["--model", str(tmp_path / "base"), "--suite", str(tiny_suite), "--variant-models", str(path)],
+                  tmp_path / "run")  # fmt: skip
+    items = pd.read_parquet(tmp_path / "run" / "items.parquet")
+    assert code in (0, 1) and set(items["variant"]) == {"baseline", "mixed"}
+    assert items[items["variant"] == "mixed"]["kld"].notna().all()
 
 
 def test_bad_artifacts_are_one_line_errors_with_nothing_written(
