@@ -201,12 +201,9 @@ def evaluate_task(
                                               argmax=torch.cat([p.argmax for p in parts]).int())  # fmt: skip
         nll = -float(logprobs.sum())
         n_tokens = int(logprobs.numel())
-        kld = top1 = kld_tokens = dp_tokens = None
-        if reference is not None:
-            kld_all = torch.cat([p.kld for p in parts])
-            kld, kld_tokens = float(kld_all.mean()), tuple(kld_all.float().tolist())
-            top1 = float(torch.cat([p.top1 for p in parts]).double().mean())
-            dp_tokens = tuple(torch.cat([p.dp for p in parts]).float().tolist())
+        divergence = (
+            _divergence(parts) if reference is not None else {"kld": None, "top1_agree": None}
+        )
         correct = correct_norm = margin = None
         prediction = ""
         if task.kind == "perplexity":
@@ -231,28 +228,21 @@ def evaluate_task(
             prediction = generations[n]
             correct = extract_answer(prediction, task.answer_regex) == item.target.strip()
             score = float(correct)
-        rows.append(
-            ItemResult(
-                variant=variant,
-                task=task.name,
-                item_id=item.item_id,
-                slices=item.slices,
-                correct=correct,
-                correct_norm=correct_norm,
-                score=score,
-                nll=nll,
-                gold_logprob=-nll,
-                n_tokens=n_tokens,
-                kld=kld,
-                top1_agree=top1,
-                margin=margin,
-                prediction=prediction,
-                target=item.target,
-                kld_tokens=kld_tokens,
-                dp_tokens=dp_tokens,
-            )  # fmt: skip
-        )
+        rows.append(ItemResult(
+            variant=variant, task=task.name, item_id=item.item_id, slices=item.slices, correct=correct,
+            correct_norm=correct_norm, score=score, nll=nll, gold_logprob=-nll, n_tokens=n_tokens,
+            margin=margin, prediction=prediction, target=item.target, **divergence,
+        ))  # fmt: skip
     return rows, hiddens
+
+
+def _divergence(parts: list[Scored]) -> dict:
+    """An item's comparison with the baseline over its scored tokens: mean KLD and top-1
+    agreement, and the KLD and gold-probability change of every token."""
+    kld = torch.cat([p.kld for p in parts])
+    return {"kld": float(kld.mean()), "top1_agree": float(torch.cat([p.top1 for p in parts]).double().mean()),
+            "kld_tokens": tuple(kld.float().tolist()),
+            "dp_tokens": tuple(torch.cat([p.dp for p in parts]).float().tolist())}  # fmt: skip
 
 
 def decode_greedy(task: Task, items: list[PreparedItem], by_item, scorer: Scorer, tokenizer,
