@@ -234,7 +234,7 @@ def _fmt(value: float, percent: bool) -> str:
 
 
 def decide(rule: Rule, c: Comparison, min_items: int = MIN_ITEMS) -> Finding | None:
-    """Apply one rule to one comparison. A bootstrap interval over a handful of items is
+    """Apply one rule to one comparison. An interval over a handful of items is
     degenerate (one item gives a zero-width interval), so comparisons with fewer than
     ``min_items`` items can warn but never fail. A quantity that could not be computed
     (not finite: NaN or infinite outputs, say) fails: the gate never passes what it could

@@ -186,7 +186,8 @@ class Comparison:
 
     ``loss`` is the quality lost, as a fraction: the relative accuracy drop
     ``(base - value) / base``, or for perplexity ``value / base - 1``. Intervals are
-    paired-bootstrap percentile intervals at ``level``.
+    paired intervals at ``level`` (see :mod:`harness.stats`); the ``kld_p*`` fields are
+    percentiles over every scored token of the slice.
     """
 
     variant: str

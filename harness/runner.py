@@ -172,18 +172,18 @@ def run(
         if task.kind == "lm_eval":
             samples = run_samples(task, model, tokenizer, limit=_item_limit(spec, task), batch_size=spec.batch_size,
                                   max_length=min(max_length, 4096), seed=spec.seed)  # fmt: skip
-            rows, topks = to_rows(task, samples, variant.name), None
+            rows, reference = to_rows(task, samples, variant.name), None
         else:
-            rows, topks = evaluate_task(task, items, active, tokenizer, variant.name,
+            rows, reference = evaluate_task(task, items, active, tokenizer, variant.name,
                                         reference_of(variant, task), on_progress=bar.update)  # fmt: skip
         key = f"{variant.name}/{task.name}"
         seconds[key] = seconds.get(key, 0.0) + time.perf_counter() - start
-        return rows, topks
+        return rows, reference
 
-    def finish(variant: Variant, task, rows, topks=None, adaptive: dict | None = None) -> None:
-        if variant.is_baseline and topks is not None:
-            references[task.name] = topks
-            store.save_reference(task.name, topks)
+    def finish(variant: Variant, task, rows, reference=None, adaptive: dict | None = None) -> None:
+        if variant.is_baseline and reference is not None:
+            references[task.name] = reference
+            store.save_reference(task.name, reference)
         store.append(variant.name, task.name, rows)
         key = f"{variant.name}/{task.name}"
         store.update_manifest(timings={key: round(seconds.get(key, 0.0), 3)},
@@ -250,8 +250,8 @@ def run(
             policy = policy or _policy(spec, suite)
             tasks = evaluate_adaptively(variant, tasks, baseline_rows, policy)
         for task in tasks:
-            rows, topks = evaluate(variant, task, prepared.get(task.name))
-            finish(variant, task, rows, topks)
+            rows, reference = evaluate(variant, task, prepared.get(task.name))
+            finish(variant, task, rows, reference)
         if active is not scorer:  # release the checkpoint before the next variant
             active, loaded = scorer, None
             gc.collect()

@@ -3,10 +3,13 @@ knee of the quality-versus-bits curve.
 
 * Every item is paired with the baseline's row for the same item, so a comparison
   uses the difference per item, not two independent averages.
-* Intervals are paired-bootstrap percentile intervals (items resampled with
-  replacement). Gate decisions look at many task x slice comparisons at once, so each
-  variant's intervals are Bonferroni-simultaneous: with m comparisons for a variant,
-  each interval has level ``1 - alpha / m`` and all hold together with ``1 - alpha``.
+* Intervals are analytic and paired (no resampling, so no Monte-Carlo noise at the far
+  tails the gate uses): Clopper-Pearson for flip rates, linearised ratio-estimator
+  t-intervals for accuracy changes (with one lost and one gained pseudo-item), perplexity
+  ratios, KLD and top-1 agreement. Gate decisions look at many task x slice comparisons
+  at once, so each variant's intervals are Bonferroni-simultaneous: with m comparisons
+  for a variant, each interval has level ``1 - alpha / m`` and all hold together with
+  ``1 - alpha``.
 * p-values (McNemar's exact test on the discordant pairs for accuracy, the Wilcoxon
   signed-rank test on per-token NLL differences for perplexity) are adjusted with
   Benjamini-Hochberg across every comparison of the run (``q_value``).
