@@ -8,7 +8,10 @@ Layout::
     items.parquet              every part, concatenated (rebuilt after each append)
 
 Every file is written to a temporary name and renamed into place, so a run killed at
-any moment leaves only whole files behind; a rerun skips the finished parts.
+any moment leaves only whole files behind; a rerun skips the finished parts. A part or
+reference damaged on disk all the same (truncated, overwritten) is found when the run is
+reopened, set aside as ``*.damaged`` with a warning, and computed again; a damaged
+manifest is one line saying how to recover.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import json
 import os
 import re
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -66,6 +70,25 @@ def _json_default(value):
     raise TypeError(f"cannot store {type(value).__name__} in JSON")
 
 
+def _readable(path: Path) -> bool:
+    """Whether a stored part (parquet) or reference (safetensors) reads back whole."""
+    try:
+        if path.suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            pq.read_table(path)
+        else:
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="pt") as f:
+                for key in f.keys():
+                    f.get_slice(key)
+                json.loads(f.metadata()["ids"])
+        return True
+    except Exception:  # any failure to read back is damage
+        return False
+
+
 def rows_to_frame(rows: list[ItemResult]) -> pd.DataFrame:
     records = [dataclasses.asdict(r) | {"slices": list(r.slices)} for r in rows]
     return pd.DataFrame.from_records(records, columns=ITEM_COLUMNS)
@@ -88,7 +111,12 @@ class RunStore:
         deletes it."""
         store = cls(root)
         if store.manifest_path.exists():
-            stored = store.manifest().get("fingerprint")
+            try:
+                stored = store.manifest().get("fingerprint")
+            except InputError:
+                if not overwrite:
+                    raise
+                stored = None  # damaged: --overwrite starts afresh
             if stored != fingerprint:
                 changed = sorted(k for k in set(stored or {}) | set(fingerprint)
                                  if (stored or {}).get(k) != fingerprint.get(k))  # fmt: skip
@@ -105,6 +133,7 @@ class RunStore:
         store._acquire_lock()
         for stale in root.rglob(".*.tmp"):  # left by a run killed while writing
             stale.unlink()
+        store._set_aside_damaged()
         if not store.manifest_path.exists():
             write_json(store.manifest_path, {"fingerprint": fingerprint})
         return store
@@ -125,12 +154,31 @@ class RunStore:
             raise InputError(f"another qharness process is writing {self.root}") from None
         self._held_locks[key] = lock
 
+    def _set_aside_damaged(self) -> None:
+        """Rename every unreadable part or reference to ``*.damaged``, so the run computes
+        it again; say so on stderr."""
+        for path in sorted(self.root.glob("parts/*.parquet")) + sorted(
+            self.root.glob("reference/*.safetensors")
+        ):
+            if _readable(path):
+                continue
+            path.rename(path.with_name(path.name + ".damaged"))
+            print(f"qharness: warning: {path} is damaged; set aside as {path.name}.damaged "
+                  "and computed again", file=sys.stderr)  # fmt: skip
+
     # manifest -------------------------------------------------------------------------
     def manifest(self) -> dict:
         try:
-            return json.loads(self.manifest_path.read_text(encoding="utf-8"))
+            data = json.loads(self.manifest_path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise InputError(f"no qharness run at {self.root} (manifest.json is missing)") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise InputError(f"{self.manifest_path} is damaged ({exc}); rerun with --overwrite to "
+                             "start the run afresh, or move the folder aside") from None  # fmt: skip
+        if not isinstance(data, dict):
+            raise InputError(f"{self.manifest_path} is damaged (not a JSON object); rerun with "
+                             "--overwrite to start the run afresh, or move the folder aside")  # fmt: skip
+        return data
 
     def update_manifest(self, **fields) -> dict:
         """Merge ``fields`` into the manifest (nested dicts are merged one level deep)."""
@@ -167,7 +215,14 @@ class RunStore:
         )
         if not parts:
             return pd.DataFrame(columns=ITEM_COLUMNS)
-        return pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)
+        frames = []
+        for part in parts:
+            try:
+                frames.append(pd.read_parquet(part))
+            except (OSError, ValueError) as exc:  # pyarrow's errors derive from these
+                raise InputError(f"{part} is damaged ({type(exc).__name__}); rerun the same "
+                                 "`qharness run` command to compute it again") from None  # fmt: skip
+        return pd.concat(frames, ignore_index=True)
 
     # the baseline's references ---------------------------------------------------------
     def _reference(self, task: str) -> Path:

@@ -95,6 +95,28 @@ def test_killed_run_resumes_to_the_same_rows(tiny_model_dir, tiny_suite, tmp_pat
     pd.testing.assert_frame_equal(sorted_items(out), sorted_items(reference), check_exact=True)
 
 
+def test_a_damaged_part_and_reference_are_recomputed_by_the_same_command(
+    tiny_model_dir, tiny_suite, tmp_path
+):
+    """A part file truncated on disk and a reference overwritten with garbage: the same
+    command again warns, recomputes them, and stores exactly the uninterrupted rows."""
+    from harness.cli import main
+
+    out = tmp_path / "run"
+    first = main(cli_args(tiny_model_dir, tiny_suite, out))
+    expected = sorted_items(out)
+    part = sorted((out / "parts").glob("rtn-w3g32__*.parquet"))[0]
+    part.write_bytes(part.read_bytes()[: part.stat().st_size // 2])
+    reference = sorted((out / "reference").glob("*.safetensors"))[0]
+    reference.write_bytes(b"\x00garbage")
+    from harness.store import RunStore
+
+    RunStore._held_locks.clear()  # as a new process would
+    assert main(cli_args(tiny_model_dir, tiny_suite, out)) == first
+    assert part.exists() and part.with_name(part.name + ".damaged").exists()
+    pd.testing.assert_frame_equal(sorted_items(out), expected)
+
+
 def test_master_copy_restores_weights_exactly(tiny_model):
     model = copy.deepcopy(tiny_model)
     before = {k: v.clone() for k, v in model.state_dict().items()}

@@ -101,3 +101,32 @@ def test_a_second_writer_is_refused(tmp_path):
             "{'model': 'a'})")  # fmt: skip
     other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert other.returncode != 0 and "another qharness process is writing" in other.stderr
+
+
+def test_a_damaged_part_or_reference_is_set_aside_and_a_damaged_manifest_is_one_line(
+    tmp_path, capsys
+):
+    store = RunStore.open(tmp_path / "run", {"model": "a"})
+    store.append("v", "t", [row("v", "t", "1")])
+    store.save_reference(
+        "t", {"1": Reference(hidden=torch.zeros(2, 3), argmax=torch.zeros(2, dtype=torch.int32))}
+    )
+    part = store._part("v", "t")
+    part.write_bytes(part.read_bytes()[:40])  # truncated on disk
+    reference = store._reference("t")
+    reference.write_bytes(reference.read_bytes()[:-5])
+    with pytest.raises(InputError, match="is damaged.*rerun the same"):
+        RunStore(tmp_path / "run").load_items()  # no reopen: a clear error, never a traceback
+    RunStore._held_locks.clear()
+    reopened = RunStore.open(tmp_path / "run", {"model": "a"})
+    err = capsys.readouterr().err
+    assert err.count("is damaged; set aside") == 2
+    assert not reopened.has("v", "t") and not reopened.has_reference("t")
+    assert part.with_name(part.name + ".damaged").exists() and reopened.load_items().empty
+    store.manifest_path.write_text('{"fingerprint": {"mod')
+    RunStore._held_locks.clear()
+    with pytest.raises(InputError, match="manifest.json is damaged .*--overwrite"):
+        RunStore.open(tmp_path / "run", {"model": "a"})
+    RunStore._held_locks.clear()
+    fresh = RunStore.open(tmp_path / "run", {"model": "a"}, overwrite=True)
+    assert fresh.manifest() == {"fingerprint": {"model": "a"}}
