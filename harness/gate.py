@@ -246,8 +246,8 @@ def decide(rule: Rule, c: Comparison, min_items: int = MIN_ITEMS) -> Finding | N
     tol = rule.tolerance
     op = "≤" if rule.direction == "max" else "≥"
     where = f"{c.variant} · {c.task}/{c.slice}: {rule.label}"
-    unsettled = not all(math.isfinite(x) for x in (low, high))
-    if not math.isfinite(observed) or (unsettled and c.n >= min_items and c.n > 1):
+    no_interval = not all(math.isfinite(x) for x in (low, high))
+    if not math.isfinite(observed) or (no_interval and c.n >= min_items and c.n > 1):
         return Finding(rule=rule.describe(), severity="fail", variant=c.variant, task=c.task,
                        slice=c.slice, metric=rule.kind, observed=float(observed), threshold=tol,
                        ci=(float(low), float(high)),

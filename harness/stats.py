@@ -103,8 +103,8 @@ def clopper_pearson(k: int, n: int, level: float) -> tuple[float, float]:
 def compare_pair(base: pd.DataFrame, var: pd.DataFrame, metric: Metric, level: float, *,
                  variant: str = "", task: str = "", slice_: str = "") -> Comparison:  # fmt: skip
     """Compare aligned rows (same items, same order) of the baseline and a variant, with
-    intervals at ``level``: exact binomial ones for right/wrong outcomes, linearised
-    t-intervals for perplexity, KLD, top-1 and mean scores."""
+    intervals at ``level``: Clopper-Pearson for the flip rate, linearised t-intervals
+    for accuracy changes, perplexity ratios, KLD, top-1 and mean scores."""
     n = len(base)
     lost = gained = flip_rate = flip_ci = None
     weights = np.ones(n)
@@ -158,11 +158,11 @@ def compare_pair(base: pd.DataFrame, var: pd.DataFrame, metric: Metric, level: f
 
 
 def _exp(x: float) -> float:
-    return math.exp(x) if x < 700 else math.inf
+    return math.inf if x > 700 else math.exp(x)  # NaN stays NaN
 
 
 def _expm1(x: float) -> float:
-    return math.expm1(x) if x < 700 else math.inf
+    return math.inf if x > 700 else math.expm1(x)
 
 
 def _wilcoxon(diffs: np.ndarray) -> float:
