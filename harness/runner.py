@@ -63,6 +63,11 @@ def run(
     load_seconds = time.perf_counter() - load_start
     for info in artifacts.values():  # checked before anything is written or evaluated
         check_compatible(info, model, tokenizer)
+    max_length = int(getattr(model.config, "max_position_embeddings", 2048) or 2048)
+    for task in suite.tasks:
+        if task.kind == "perplexity" and task.window > max_length:
+            raise InputError(f"task {task.name!r}: window {task.window} is longer than the model's "
+                             f"context of {max_length} tokens; set window to at most {max_length}")  # fmt: skip
     model_hash = weights_fingerprint(model)
     fingerprint = {
         "model": model_hash,
@@ -121,7 +126,6 @@ def run(
         chosen = items[: _item_limit(spec, task)]
         prepared[task.name] = prepare(task, chosen, tokenizer, prefix, pool, spec.seed)
 
-    max_length = int(getattr(model.config, "max_position_embeddings", 2048) or 2048)
     scorer = Scorer(model, tokenizer.pad_token_id, batch_size=spec.batch_size,
                     max_length=max_length)  # fmt: skip
     active = scorer  # a checkpoint artifact is scored on its own model, with the base's head

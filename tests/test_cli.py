@@ -227,3 +227,20 @@ def test_adaptive_runs_are_recorded_and_never_mixed_with_full_ones(
     assert "Adaptive stopping:" in (out / "report.md").read_text()
     code, err = run_cli(args, capsys)  # without the flag: a different run, refused
     assert code == EXIT_USAGE and "--overwrite" in err
+
+
+def test_a_window_longer_than_the_models_context_is_a_usage_error(tiny_model_dir, tmp_path, capsys):
+    """The tiny model's context is 512 tokens: a 1024-token perplexity window is refused
+    before anything is written (it was a traceback from the scorer)."""
+    data = tmp_path / "t.jsonl"
+    data.write_text('{"id": "a", "text": "some text"}\n')
+    suite = tmp_path / "s.yaml"
+    suite.write_text(
+        f"name: s\ntasks: [{{name: long, kind: perplexity, data: {data}, window: 1024}}]\n"
+    )
+    out = tmp_path / "run"
+    code = main(["run", "--model", str(tiny_model_dir), "--suite", str(suite), "--out", str(out), "--bits", "8",
+                 "--no-progress"])  # fmt: skip
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert code == EXIT_USAGE and "window 1024 is longer than the model's context of 512" in err
+    assert not out.exists()
