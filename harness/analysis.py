@@ -22,11 +22,11 @@ from harness.store import RunStore, write_json
 TARGET_ANY = "a recommended variant exists"
 STATS_NOTE = (
     "Paired intervals, Bonferroni-simultaneous per variant over its task x slice "
-    "comparisons (family-wise level 1 - alpha): exact ones for right/wrong items (McNemar's "
-    "conditional binomial interval for accuracy changes, Clopper-Pearson for flip rates), "
-    "linearised t-intervals for perplexity ratios, KLD and top-1 agreement (deterministic: "
-    "no resampling); p-values from McNemar's exact test (accuracy) or the Wilcoxon "
-    "signed-rank test, Benjamini-Hochberg adjusted across all comparisons (q_value)."
+    "comparisons (family-wise level 1 - alpha), deterministic (no resampling): "
+    "Clopper-Pearson for flip rates; linearised ratio-estimator t-intervals for accuracy "
+    "changes (with one lost and one gained pseudo-item), perplexity ratios, KLD and top-1 "
+    "agreement; p-values from McNemar's exact test (accuracy) or the Wilcoxon signed-rank "
+    "test, Benjamini-Hochberg adjusted across all comparisons (q_value)."
 )
 
 

@@ -33,7 +33,7 @@ from harness.methods import (
 )
 from harness.metrics import get_metric
 from harness.models import describe, load_model, prefix_token_id, weight_files, weights_fingerprint
-from harness.records import RunSpec, Suite, Variant
+from harness.records import RunSpec, Variant
 from harness.store import RunStore, rows_to_frame
 from harness.suites import load_items, load_suite
 
@@ -251,7 +251,7 @@ def run(
             if baseline_rows is None:
                 items = store.load_items()
                 baseline_rows = items[items["variant"] == BASELINE.name]
-            policy = policy or _policy(spec, suite)
+            policy = policy or _policy(spec, store)
             tasks = evaluate_adaptively(variant, tasks, baseline_rows, policy)
         for task in tasks:
             rows, reference = evaluate(variant, task, prepared.get(task.name))
@@ -268,12 +268,11 @@ def run(
     return store
 
 
-def _policy(spec: RunSpec, suite: Suite):
-    from harness.gate import load_policy, parse_policy
+def _policy(spec: RunSpec, store: RunStore):
+    """The policy ``--adaptive`` stops on: the one the final gate will apply."""
+    from harness.analysis import resolve_policy
 
-    if spec.policy is not None:
-        return load_policy(spec.policy)
-    return parse_policy(suite.gate, f"suite {suite.path}") if suite.gate else parse_policy(None, "")
+    return resolve_policy(store, spec.policy)
 
 
 def _check_unchanged(stored: dict | None, record: dict, name: str) -> None:
