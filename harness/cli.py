@@ -436,6 +436,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("qharness: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
+    except OSError as exc:  # disk full, permissions: every stored file is still whole
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"qharness: error: {exc.strerror or exc}{where}; finished parts are kept — fix "
+              "this and rerun the same command to resume", file=sys.stderr)  # fmt: skip
+        return EXIT_USAGE
 
 
 if __name__ == "__main__":

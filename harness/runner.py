@@ -48,7 +48,16 @@ def run(
     spec: RunSpec, *, overwrite: bool = False, progress: bool = True, argv: list[str] | None = None
 ) -> RunStore:
     """Run (or resume) the sweep described by ``spec``; returns its store (analyse it with
-    :func:`harness.analysis.analyse`)."""
+    :func:`harness.analysis.analyse`). The run folder is locked before the model loads."""
+    lock = RunStore.lock(spec.out, overwrite)
+    try:
+        return _sweep(spec, overwrite=overwrite, progress=progress, argv=argv)
+    except BaseException:
+        lock.release_if_empty()  # refused before writing anything: leave no folder behind
+        raise
+
+
+def _sweep(spec: RunSpec, *, overwrite: bool, progress: bool, argv: list[str] | None) -> RunStore:
     started = time.perf_counter()
     release_freed_memory()
     reset_peak()

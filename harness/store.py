@@ -37,6 +37,7 @@ if TYPE_CHECKING:  # torch loads only when references are read or written
     from harness.evaluate.scorer import Reference
 
 ITEM_COLUMNS = [f.name for f in dataclasses.fields(ItemResult)]
+LOCK = ".lock"  # held by the process writing the run
 
 
 def _slug(name: str) -> str:
@@ -52,6 +53,10 @@ def _atomic_write(path: Path, write) -> None:
     try:
         write(Path(tmp))
         os.replace(tmp, path)
+    except OSError as exc:  # e.g. disk full: name the file the run was writing
+        if exc.filename is None:
+            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
+        raise
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -125,10 +130,10 @@ class RunStore:
                         f"{root} holds a different run (changed: {', '.join(changed)}); "
                         "pass --overwrite to replace it, or choose another --out"
                     )
-                RunStore._held_locks.pop(root.resolve(), None)
-                shutil.rmtree(root)
-        elif root.exists() and any(root.iterdir()) and not overwrite:
-            raise InputError(f"{root} exists and is not a qharness run; choose another --out")
+                store._acquire_lock()
+                store._clear()
+        elif root.is_dir() and not overwrite:
+            store._refuse_foreign()
         root.mkdir(parents=True, exist_ok=True)
         store._acquire_lock()
         for stale in root.rglob(".*.tmp"):  # left by a run killed while writing
@@ -140,19 +145,62 @@ class RunStore:
 
     _held_locks: dict[Path, object] = {}
 
+    @classmethod
+    def lock(cls, root: Path, overwrite: bool = False) -> RunStore:
+        """Take the run's lock before anything expensive (loading the model): a folder
+        another process is writing is refused at once. Creates ``root`` if needed."""
+        store = cls(root)
+        if not overwrite and store.root.is_dir() and not store.manifest_path.exists():
+            store._refuse_foreign()
+        store.root.mkdir(parents=True, exist_ok=True)
+        store._acquire_lock()
+        return store
+
     def _acquire_lock(self) -> None:
-        """Hold an exclusive lock on the run for this process's lifetime, so two
-        processes never write one run."""
+        """Hold an exclusive ``flock`` on ``.lock`` for this process's lifetime, so two
+        processes never write one run. The kernel drops it when its holder dies, so a lock
+        left by a killed run is stale by construction and simply taken over; the file
+        names its holder (pid and command) for the refusal message."""
         key = self.root.resolve()
         if key in self._held_locks:
             return
-        lock = open(key / ".lock", "w")  # noqa: SIM115 (held until the process exits)
+        lock = open(key / LOCK, "a+")  # noqa: SIM115 (held until the process exits)
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "unknown process"
             lock.close()
-            raise InputError(f"another qharness process is writing {self.root}") from None
+            raise InputError(f"another qharness process ({holder}) is writing {self.root}; "
+                             "wait for it to finish or choose another --out") from None  # fmt: skip
+        lock.seek(0)
+        lock.truncate()
+        lock.write(f"pid {os.getpid()}: {' '.join(sys.argv)[:200]}\n")
+        lock.flush()
         self._held_locks[key] = lock
+
+    def _refuse_foreign(self) -> None:
+        if any(p.name != LOCK for p in self.root.iterdir()):
+            raise InputError(f"{self.root} exists and is not a qharness run; choose another --out")
+
+    def release_if_empty(self) -> None:
+        """Give the lock back and remove the folder when it holds nothing else (a run
+        refused before it wrote anything leaves no trace)."""
+        lock = self._held_locks.pop(self.root.resolve(), None)
+        if lock is not None:
+            lock.close()
+        if self.root.is_dir() and all(p.name == LOCK for p in self.root.iterdir()):
+            shutil.rmtree(self.root)
+
+    def _clear(self) -> None:
+        """Delete the stored run (``--overwrite``), keeping the lock this process holds."""
+        for path in self.root.iterdir():
+            if path.name == LOCK:
+                continue
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
 
     def _set_aside_damaged(self) -> None:
         """Rename every unreadable part or reference to ``*.damaged``, so the run computes

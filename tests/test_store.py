@@ -92,15 +92,62 @@ def test_stale_temporary_files_are_removed_on_reopen(tmp_path):
     assert not stale.exists()
 
 
-def test_a_second_writer_is_refused(tmp_path):
+def _hold_lock(root, *, then: str) -> str:
+    """Python code for another process that locks ``root`` as a run would, then ``then``."""
+    return (f"import pathlib, sys, time, os; from harness.store import RunStore; "
+            f"RunStore.lock(pathlib.Path({str(root)!r})); print('locked', flush=True); {then}")  # fmt: skip
+
+
+def test_a_second_writer_is_refused_naming_the_holder(tmp_path):
     import subprocess
     import sys
 
     RunStore.open(tmp_path / "run", {"model": "a"})  # this process now holds the lock
-    code = (f"from harness.store import RunStore; RunStore.open(__import__('pathlib').Path({str(tmp_path / 'run')!r}), "
-            "{'model': 'a'})")  # fmt: skip
-    other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert other.returncode != 0 and "another qharness process is writing" in other.stderr
+    other = subprocess.run([sys.executable, "-c", _hold_lock(tmp_path / "run", then="")],
+                           capture_output=True, text=True)  # fmt: skip
+    assert other.returncode != 0 and "another qharness process" in other.stderr
+    assert f"pid {__import__('os').getpid()}" in other.stderr
+
+
+def test_a_lock_left_by_a_killed_process_is_taken_over(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    root = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", _hold_lock(root, then="time.sleep(60)")],
+                              stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(InputError, match=f"pid {holder.pid}"):
+            RunStore.lock(root)
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.wait()
+    finally:
+        holder.kill()
+    assert (root / ".lock").exists()  # the dead holder's file is still there ...
+    store = RunStore.open(root, {"model": "a"})  # ... and stale: taken over
+    assert (root / ".lock").read_text().startswith(f"pid {os.getpid()}:")
+    assert store.manifest() == {"fingerprint": {"model": "a"}}
+
+
+def test_a_refused_run_leaves_no_folder_and_overwrite_keeps_the_lock(tmp_path):
+    root = tmp_path / "new"
+    RunStore.lock(root).release_if_empty()
+    assert not root.exists()
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    with pytest.raises(InputError, match="is not a qharness run"):
+        RunStore.lock(foreign)
+    assert sorted(p.name for p in foreign.iterdir()) == ["notes.txt"]  # no lock file left
+    store = RunStore.open(tmp_path / "run", {"model": "a"})
+    store.append("v", "t", [row("v", "t", "1")])
+    lock = RunStore._held_locks[store.root.resolve()]
+    RunStore.open(tmp_path / "run", {"model": "b"}, overwrite=True)
+    assert RunStore._held_locks[store.root.resolve()] is lock and (store.root / ".lock").exists()
+    assert not store.has("v", "t")
 
 
 def test_a_damaged_part_or_reference_is_set_aside_and_a_damaged_manifest_is_one_line(
