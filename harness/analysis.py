@@ -13,7 +13,15 @@ import pandas as pd
 
 from harness.adaptive import partial_failures
 from harness.errors import InputError
-from harness.gate import Policy, apply_policy, load_policy, parse_policy, verdict, write_junit
+from harness.gate import (
+    Policy,
+    apply_policy,
+    load_policy,
+    nonfinite_findings,
+    parse_policy,
+    verdict,
+    write_junit,
+)
 from harness.records import Verdict
 from harness.report import write_reports
 from harness.stats import compare, comparisons_frame, knees
@@ -76,7 +84,7 @@ def analyse(store: RunStore, *, policy_path: Path | None = None, require: str | 
     comparisons = compare(items, metrics, alpha=policy.alpha, min_items=1)
     knee_table = knees(comparisons, variants)
     findings = apply_policy(policy, comparisons)
-    findings += partial_failures(manifest, findings)
+    findings += partial_failures(manifest, findings) + nonfinite_findings(items)
     result = verdict(findings, variants, require)
 
     frame = comparisons_frame(comparisons)

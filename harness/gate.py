@@ -290,6 +290,27 @@ def apply_policy(policy: Policy, comparisons: list[Comparison]) -> list[Finding]
     return findings
 
 
+NONFINITE_RULE = "finite outputs"
+
+
+def nonfinite_findings(items) -> list[Finding]:
+    """A failure for each variant x task whose forward pass gave NaN or Inf logits (a
+    2-bit variant scored in float16, say): those items already count as wrong and worst;
+    this names the cause. ``items`` is the run's item frame."""
+    if "nonfinite" not in items:
+        return []
+    broken = items[(items["variant"] != "baseline") & (items["nonfinite"] > 0)]
+    findings = []
+    for (variant, task), rows in broken.groupby(["variant", "task"], sort=True):
+        of = int(((items["variant"] == variant) & (items["task"] == task)).sum())
+        message = (f"FAIL: {variant} · {task}: non-finite outputs (NaN/Inf logits) at "
+                   f"{int(rows['nonfinite'].sum())} scored tokens of {len(rows)} of {of} items; "
+                   "they count as wrong, with infinite loss")  # fmt: skip
+        findings.append(Finding(NONFINITE_RULE, "fail", variant, task, "all", "nonfinite",
+                                float(len(rows)), 0.0, (float(len(rows)), float(len(rows))), message))  # fmt: skip
+    return findings
+
+
 def verdict(
     findings: list[Finding], variants: dict[str, dict], require: str | None = None
 ) -> Verdict:

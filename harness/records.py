@@ -178,6 +178,7 @@ class ItemResult:
     target: str
     kld_tokens: tuple[float, ...] | None = None  # KL divergence at each scored token
     dp_tokens: tuple[float, ...] | None = None  # p_variant(gold) - p_baseline(gold) per token
+    nonfinite: int = 0  # positions whose logits held NaN/Inf: the item then counts as wrong, worst
 
 
 @dataclass(frozen=True)

@@ -194,6 +194,11 @@ def _sweep(spec: RunSpec, *, overwrite: bool, progress: bool, argv: list[str] | 
         return rows, reference
 
     def finish(variant: Variant, task, rows, reference=None, adaptive: dict | None = None) -> None:
+        broken = sum(row.nonfinite > 0 for row in rows)
+        if variant.is_baseline and broken:
+            raise InputError(f"the baseline gave non-finite logits (NaN/Inf) on {broken} of {len(rows)} "
+                             f"items of task {task.name!r}; nothing can be compared to it — score it "
+                             "in another --dtype (float32 or bfloat16)")  # fmt: skip
         if variant.is_baseline and reference is not None:
             references[task.name] = reference
             store.save_reference(task.name, reference)

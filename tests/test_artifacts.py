@@ -4,6 +4,7 @@ loaded against their base model, paired item by item, sized from the file itself
 from __future__ import annotations
 
 import json
+import math
 import shutil
 
 import gguf
@@ -13,7 +14,7 @@ import pytest
 import torch
 
 from harness.artifacts import check_compatible, inspect_artifact, load_artifact
-from harness.cli import EXIT_USAGE, main
+from harness.cli import EXIT_GATE_FAILED, EXIT_USAGE, main
 from harness.errors import InputError
 from harness.methods import MasterCopy
 from harness.records import Artifact
@@ -188,3 +189,47 @@ def test_variants_file_model_entries(grid_base, tmp_path):
     path.write_text(f"- {{model: {grid_base / 'base-q4_0.gguf'}, bits: 4}}\n")
     with pytest.raises(InputError, match="unknown key 'bits' for a model entry"):
         load_variants(path)
+
+
+def test_a_variant_with_non_finite_outputs_fails_by_name_and_never_crashes(
+    grid_base, tiny_suite, tokenizer, tmp_path, capsys
+):
+    """A shipped GGUF whose embedding row of the character "3" is infinite: every item
+    whose text reaches that token has NaN logits from there on. Those items count as
+    wrong (perplexity infinite); the rest are scored as usual; the gate fails the variant
+    naming non-finite outputs; decoding and the reports go through."""
+    model = on_q8_0_grid(make_model(len(tokenizer), seed=3))  # the base, as in grid_base
+    with torch.no_grad():
+        model.model.embed_tokens.weight[tokenizer.convert_tokens_to_ids("3")] = math.inf
+    broken = write_gguf(model, tokenizer, tmp_path / "broken.gguf", "Q8_0",
+                        types={"token_embd.weight": "F32"})  # fmt: skip
+    out = tmp_path / "run"
+    code, err = run(["--model", str(grid_base / "base"), "--suite", str(tiny_suite),
+                     "--variant-models", str(broken)], out, capsys)  # fmt: skip
+    assert code == EXIT_GATE_FAILED, err
+    items = pd.read_parquet(out / "items.parquet")
+    shipped = items[items["variant"] == "broken"].set_index("item_id")
+    assert not items[items["variant"] == "baseline"]["nonfinite"].any()
+    hit = shipped[shipped["nonfinite"] > 0]
+    assert {"t3", "m3"} <= set(hit.index) and len(hit) < len(shipped)
+    assert (hit["correct"] != True).all() and (hit["nll"] == math.inf).all()  # noqa: E712
+    assert (hit["kld"] == math.inf).all()
+    clean = shipped[shipped["nonfinite"] == 0]
+    assert np.isfinite(clean["nll"]).all() and np.isfinite(clean["kld"]).all()
+    gate = json.loads((out / "gate.json").read_text())
+    named = [f for f in gate["findings"] if f["rule"] == "finite outputs"]
+    assert {f["task"] for f in named} >= {"text", "mc"}
+    assert all("non-finite outputs (NaN/Inf logits)" in f["message"] for f in named)
+    assert "non-finite outputs (NaN/Inf logits)" in (out / "report.html").read_text()
+
+
+def test_a_baseline_with_non_finite_outputs_is_refused(tokenizer, tiny_suite, tmp_path, capsys):
+    model = make_model(len(tokenizer), seed=3)
+    with torch.no_grad():
+        model.model.embed_tokens.weight[tokenizer.convert_tokens_to_ids("3")] = math.nan
+    model.save_pretrained(tmp_path / "base")
+    tokenizer.save_pretrained(tmp_path / "base")
+    code, err = run(["--model", str(tmp_path / "base"), "--suite", str(tiny_suite), "--bits", "8"],
+                    tmp_path / "run", capsys)  # fmt: skip
+    assert code == EXIT_USAGE
+    assert "the baseline gave non-finite logits (NaN/Inf) on 1 of 4 items of task 'text'" in err

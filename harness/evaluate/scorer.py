@@ -15,6 +15,7 @@ while storing ``hidden_size`` numbers per position instead of ``vocab_size``.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -42,6 +43,7 @@ class Scored:
     dp: torch.Tensor | None = None  # [n] float64: p_variant(gold) - p_baseline(gold)
     argmax: torch.Tensor | None = None  # [n] the greedy token at each scored position
     next_token: int | None = None  # greedy token after the continuation (``next_token=True``)
+    nonfinite: int = 0  # scored positions whose logits held NaN or Inf (scored as worst)
 
 
 def scale_logits(model: torch.nn.Module, logits: torch.Tensor) -> torch.Tensor:
@@ -275,18 +277,20 @@ class Scorer:
         ref_hidden = torch.cat([refs[n].hidden for n in with_ref]) if with_ref else None
         ref_argmax = torch.cat([refs[n].argmax for n in with_ref]).long() if with_ref else None
         ref_row = has_ref.long().cumsum(0) - 1  # position -> row of ref_hidden
-        lp, argmax = [], []
+        lp, argmax, bad = [], [], []
         kld = torch.zeros(len(targets), dtype=torch.float64)
         dp = torch.zeros(len(targets), dtype=torch.float64)
         top1 = torch.zeros(len(targets), dtype=torch.bool)
         for start in range(0, len(targets), CHUNK):
             stop = min(start + CHUNK, len(targets))
-            logp = F.log_softmax(
-                output_logits(self.model, hidden[start:stop]).float(), dim=-1
-            ).cpu()
+            logits = output_logits(self.model, hidden[start:stop]).float()
+            logp = F.log_softmax(logits, dim=-1).cpu()
+            broken = ~torch.isfinite(logits).all(dim=-1).cpu()
+            logp[broken] = -math.inf  # a broken position is the worst: probability 0 everywhere
+            bad.append(broken)
             gold = targets[start:stop, None]
             lp.append(logp.gather(1, gold)[:, 0].double())
-            argmax.append(logp.argmax(dim=-1))
+            argmax.append(logp.argmax(dim=-1).masked_fill(broken, -1))
             local = has_ref[start:stop]
             if local.any():
                 at = ref_row[start:stop][local].to(ref_hidden.device)
@@ -298,12 +302,12 @@ class Scorer:
                 g = gold[local]
                 dp[start:stop][local] = (mine.gather(1, g).double().exp()
                                          - base.gather(1, g).double().exp())[:, 0]  # fmt: skip
-        lp, argmax = torch.cat(lp), torch.cat(argmax)
+        lp, argmax, bad = torch.cat(lp), torch.cat(argmax), torch.cat(bad)
         kept = compact(hidden.detach().cpu()) if keep_hidden else None
         out = []
         for n, (a, b) in enumerate(zip(bounds, bounds[1:], strict=False)):
             scored = Scored(token_logprobs=lp[a:b], greedy=bool((argmax[a:b] == targets[a:b]).all()),
-                            argmax=argmax[a:b])  # fmt: skip
+                            argmax=argmax[a:b], nonfinite=int(bad[a:b].sum()))  # fmt: skip
             if keep_hidden:
                 scored.hidden = kept[a:b]
             if refs[n] is not None:
@@ -321,6 +325,8 @@ class Scorer:
         Returns the greedy tokens known and whether decoding ends there."""
         tokens: list[int] = []
         for position, token in enumerate([*scored.argmax.tolist(), scored.next_token]):
+            if token < 0:  # non-finite logits: nothing to decode from
+                return tokens, True
             tokens.append(token)
             text = tokenizer.decode(tokens, skip_special_tokens=True)
             if token == tokenizer.eos_token_id or any(s and s in text for s in stop):

@@ -228,10 +228,14 @@ def evaluate_task(
             prediction = generations[n]
             correct = extract_answer(prediction, task.answer_regex) == item.target.strip()
             score = float(correct)
+        nonfinite = sum(s.nonfinite for s in by_item[n])
+        if nonfinite and correct is not None:  # never right by accident of a broken forward pass
+            correct, score = False, 0.0
+            correct_norm = None if correct_norm is None else False
         rows.append(ItemResult(
             variant=variant, task=task.name, item_id=item.item_id, slices=item.slices, correct=correct,
             correct_norm=correct_norm, score=score, nll=nll, gold_logprob=-nll, n_tokens=n_tokens,
-            margin=margin, prediction=prediction, target=item.target, **divergence,
+            margin=margin, prediction=prediction, target=item.target, nonfinite=nonfinite, **divergence,
         ))  # fmt: skip
     return rows, hiddens
 
