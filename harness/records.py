@@ -149,6 +149,7 @@ class RunSpec:
     skipped: tuple[str, ...] = ()  # (method, bits) pairs left out as unsupported, for the report
     adaptive: bool = False  # stop a variant's task once the gate's failure is settled
     policy: Path | None = None  # gate policy file (default: the suite's gate block)
+    memory_check: bool = True  # refuse before loading when the estimate exceeds free memory
 
 
 @dataclass(frozen=True)

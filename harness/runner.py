@@ -20,10 +20,10 @@ from harness.calibration import calibration_record, item_texts, load_calibration
 from harness.diagnostics import base_precision
 from harness.errors import InputError
 from harness.evaluate.lm_eval_adapter import run_samples, to_rows
-from harness.evaluate.scorer import Scorer
+from harness.evaluate.scorer import MAX_BATCH_TOKENS, MAX_BATCH_TOKENS_ACCELERATOR, Scorer
 from harness.evaluate.tasks import evaluate_task, prepare
 from harness.fingerprint import code_fingerprint, library_versions, suite_fingerprint
-from harness.memory import peak_rss_mib, release_freed_memory, reset_peak
+from harness.memory import available_bytes, peak_rss_mib, release_freed_memory, reset_peak
 from harness.methods import (
     MasterCopy,
     config_to_dict,
@@ -32,7 +32,16 @@ from harness.methods import (
     quantizes_output_head,
 )
 from harness.metrics import get_metric
-from harness.models import describe, load_model, prefix_token_id, weight_files, weights_fingerprint
+from harness.models import (
+    check_memory,
+    describe,
+    load_model,
+    memory_need,
+    prefix_token_id,
+    resolve_device,
+    weight_files,
+    weights_fingerprint,
+)
 from harness.records import RunSpec, Variant
 from harness.store import RunStore, rows_to_frame
 from harness.suites import load_items, load_suite
@@ -67,6 +76,8 @@ def _sweep(spec: RunSpec, *, overwrite: bool, progress: bool, argv: list[str] | 
     torch.manual_seed(spec.seed)
 
     artifacts = {v.name: inspect_artifact(v.artifact) for v in spec.variants if v.artifact}
+    if spec.memory_check:
+        _check_memory(spec, artifacts)
     load_start = time.perf_counter()
     model, tokenizer = load_model(spec.model)
     load_seconds = time.perf_counter() - load_start
@@ -280,6 +291,14 @@ def _sweep(spec: RunSpec, *, overwrite: bool, progress: bool, argv: list[str] | 
                                    "total_last_invocation": round(time.perf_counter() - started, 3)},
                           peak_rss_mib=round(peak_rss_mib(), 1))  # fmt: skip
     return store
+
+
+def _check_memory(spec: RunSpec, artifacts: dict) -> None:
+    """Refuse before loading a run whose estimated peak exceeds the free memory."""
+    device = resolve_device(spec.model.device)
+    batch_tokens = MAX_BATCH_TOKENS.get(device.type, MAX_BATCH_TOKENS_ACCELERATOR)
+    beside = max((a.n_bytes for a in artifacts.values() if a.format != "gguf"), default=0)
+    check_memory(memory_need(spec.model, batch_tokens, beside), available_bytes(device))
 
 
 def _policy(spec: RunSpec, store: RunStore):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes.util
+import os
 import platform
 
 import pytest
@@ -40,3 +41,51 @@ assert peak_rss_mib() < grown - 200, (grown, peak_rss_mib())
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_the_estimate_counts_the_parameters_without_loading_them(tiny_model_dir):
+    from transformers import AutoModelForCausalLM
+
+    from harness.models import memory_need
+    from harness.records import ModelSpec
+
+    loaded = AutoModelForCausalLM.from_pretrained(tiny_model_dir)  # the independent count
+    fp32 = sum(p.numel() * p.element_size() for p in loaded.parameters())
+    need = memory_need(ModelSpec(str(tiny_model_dir)), batch_tokens=1024)
+    assert need.weights == fp32 and need.master == 0  # restored from the float32 files on disk
+    half = memory_need(ModelSpec(str(tiny_model_dir), dtype="bfloat16"), batch_tokens=1024)
+    assert half.weights == fp32 // 2 and half.master == half.weights  # a copy kept in memory
+    assert need.total == need.weights + need.activations + need.runtime
+    assert memory_need(ModelSpec(str(tiny_model_dir / "missing")), 1024) is None
+
+
+def test_free_memory_is_read_from_the_system():
+    import torch
+
+    from harness.memory import available_bytes
+
+    free = available_bytes(torch.device("cpu"))
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    assert free is None or 0 < free <= total
+
+
+def test_a_run_that_cannot_fit_is_refused_before_loading(tiny_model_dir, tiny_suite, tmp_path,
+                                                         capsys, monkeypatch):  # fmt: skip
+    from harness.cli import EXIT_USAGE, main
+
+    def no_loading(spec):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr("harness.runner.available_bytes", lambda device: 2**20)
+    monkeypatch.setattr("harness.runner.load_model", no_loading)
+    out = tmp_path / "run"
+    args = ["run", "--model", str(tiny_model_dir), "--suite", str(tiny_suite), "--out", str(out),
+            "--bits", "8", "--no-progress"]  # fmt: skip
+    code = main(args)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == EXIT_USAGE and len(err) == 1, err
+    assert "this run needs about 0.5" in err[0] and "but only 0.00 GiB is free" in err[0]
+    assert "--no-memory-check" in err[0] and not out.exists()
+    monkeypatch.undo()
+    monkeypatch.setattr("harness.runner.available_bytes", lambda device: 2**20)
+    assert main([*args, "--no-memory-check"]) in (0, 1)
