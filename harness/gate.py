@@ -17,12 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-import yaml
-
 from harness.errors import InputError
 from harness.metrics import Metric, get_metric
 from harness.records import Comparison, Finding, VariantVerdict, Verdict
 from harness.registry import Registry, did_you_mean
+from harness.text import visible
+from harness.yamlfile import read_yaml
 
 RULES: Registry[type[Rule]] = Registry("gate rule")
 STRICT_SLICES = ("arithmetic", "rare", "long_context")
@@ -218,12 +218,7 @@ def parse_policy(raw: object, source: str) -> Policy:
 
 
 def load_policy(path: Path) -> Policy:
-    if not Path(path).is_file():
-        raise InputError(f"policy file not found: {path}")
-    try:
-        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise InputError(f"{path}: not valid YAML ({exc})") from None
+    raw = read_yaml(path, "policy")
     return parse_policy(raw.get("gate", raw) if isinstance(raw, dict) else raw, str(path))
 
 
@@ -348,16 +343,17 @@ def write_junit(result: Verdict, path: Path) -> Path:
     for v in result.variants:
         for rule in dict.fromkeys(f.rule for f in result.findings if f.variant == v.variant):
             mine = [f for f in result.findings if f.variant == v.variant and f.rule == rule]
-            case = ET.SubElement(suite, "testcase", classname=f"qharness.{v.variant}", name=rule)
+            case = ET.SubElement(suite, "testcase", classname=visible(f"qharness.{v.variant}"),
+                                 name=visible(rule))  # fmt: skip
             cases += 1
             failed = [f for f in mine if f.severity == "fail"]
             if failed:
                 failures += 1
-                node = ET.SubElement(case, "failure", message=failed[0].message)
-                node.text = "\n".join(f.message for f in failed)
+                node = ET.SubElement(case, "failure", message=visible(failed[0].message))
+                node.text = visible("\n".join(f.message for f in failed))
             warned = [f.message for f in mine if f.severity == "warn"]
             if warned:
-                ET.SubElement(case, "system-out").text = "\n".join(warned)
+                ET.SubElement(case, "system-out").text = visible("\n".join(warned))
     suite.set("tests", str(cases))
     suite.set("failures", str(failures))
     suite.set("errors", "0")

@@ -10,7 +10,9 @@ safetensors folder so later loads take about a second.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import pickle
 import shutil
 import subprocess
 import sys
@@ -128,16 +130,37 @@ def load_model(spec: ModelSpec):
     else:
         if source.startswith((".", "/", "~")) and not path.exists():
             raise InputError(f"model folder not found: {path}")
+        if path.is_dir() and not spec.trust_remote_code:
+            _refuse_custom_code(path)
         kwargs = {"revision": spec.revision, "trust_remote_code": spec.trust_remote_code}
         try:
             model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kwargs)
             tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
-        except OSError as exc:
-            raise InputError(f"could not load model {source!r}: {exc}") from exc
+        except (OSError, ValueError, pickle.UnpicklingError, RuntimeError) as exc:
+            # no weights, custom code without --trust-remote-code, or a pickle that is more
+            # than tensors (transformers loads .bin files with weights_only=True)
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise InputError(f"could not load model {source!r}: {reason[:300]}") from None
     model.to(resolve_device(spec.device)).eval()
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer
+
+
+def _refuse_custom_code(folder: Path) -> None:
+    """A model folder that names its own code (``auto_map``) is refused without
+    ``--trust-remote-code``: transformers would otherwise load its built-in class for the
+    model type, silently evaluating something other than what the authors ship."""
+    for name in ("config.json", "tokenizer_config.json"):
+        try:
+            data = json.loads((folder / name).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict) and data.get("auto_map"):
+            classes = ", ".join(sorted(map(str, data["auto_map"].values())))[:120]
+            raise InputError(f"{folder}/{name} names custom code ({classes}); it runs only with "
+                             "--trust-remote-code (trust_remote_code: the code runs with your "
+                             "permissions), so read it first")  # fmt: skip
 
 
 def memory_need(spec: ModelSpec, batch_tokens: int, artifact_bytes: int = 0) -> MemoryNeed | None:

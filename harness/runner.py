@@ -84,10 +84,7 @@ def _sweep(spec: RunSpec, *, overwrite: bool, progress: bool, argv: list[str] | 
     for info in artifacts.values():  # checked before anything is written or evaluated
         check_compatible(info, model, tokenizer)
     max_length = int(getattr(model.config, "max_position_embeddings", 2048) or 2048)
-    for task in suite.tasks:
-        if task.kind == "perplexity" and task.window > max_length:
-            raise InputError(f"task {task.name!r}: window {task.window} is longer than the model's "
-                             f"context of {max_length} tokens; set window to at most {max_length}")  # fmt: skip
+    _check_context(suite, max_length)
     model_hash = weights_fingerprint(model)
     fingerprint = {
         "model": model_hash,
@@ -145,6 +142,11 @@ def _sweep(spec: RunSpec, *, overwrite: bool, progress: bool, argv: list[str] | 
         pool = load_items(_with_data(task, task.fewshot_data)) if task.fewshot_data else items
         chosen = items[: _item_limit(spec, task)]
         prepared[task.name] = prepare(task, chosen, tokenizer, prefix, pool, spec.seed)
+    truncated = {name: n for name, n in _truncated(prepared, max_length).items() if n}
+    for name, n in truncated.items():
+        _log(f"{name}: {n} item(s) longer than the model's context of {max_length} tokens are "
+             "left-truncated (their oldest tokens dropped, as lm-eval does)")  # fmt: skip
+    store.update_manifest(truncated=truncated)
 
     scorer = Scorer(model, tokenizer.pad_token_id, batch_size=spec.batch_size,
                     max_length=max_length)  # fmt: skip
@@ -291,6 +293,24 @@ def _sweep(spec: RunSpec, *, overwrite: bool, progress: bool, argv: list[str] | 
                                    "total_last_invocation": round(time.perf_counter() - started, 3)},
                           peak_rss_mib=round(peak_rss_mib(), 1))  # fmt: skip
     return store
+
+
+def _check_context(suite, max_length: int) -> None:
+    """Refuse a window or a generation budget longer than the model's context."""
+    for task in suite.tasks:
+        if task.kind == "perplexity" and task.window > max_length:
+            raise InputError(f"task {task.name!r}: window {task.window} is longer than the model's "
+                             f"context of {max_length} tokens; set window to at most {max_length}")  # fmt: skip
+        if task.decodes and task.max_new_tokens >= max_length:
+            raise InputError(f"task {task.name!r}: max_new_tokens {task.max_new_tokens} does not fit "
+                             f"the model's context of {max_length} tokens")  # fmt: skip
+
+
+def _truncated(prepared: dict, max_length: int) -> dict[str, int]:
+    """Per task, the items with a scoring row longer than the model's context (the scorer
+    keeps the last ``max_length`` tokens of a row)."""
+    return {name: sum(any(len(ctx) + len(cont) - 1 > max_length for ctx, cont in item.requests)
+                      for item in items) for name, items in prepared.items()}  # fmt: skip
 
 
 def _check_memory(spec: RunSpec, artifacts: dict) -> None:

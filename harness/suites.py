@@ -8,16 +8,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import string
 from collections.abc import Iterator
 from pathlib import Path
-
-import yaml
 
 from harness.errors import InputError
 from harness.metrics import METRICS
 from harness.records import TASK_KINDS, Suite, Task
 from harness.registry import did_you_mean
+from harness.yamlfile import read_yaml
 
 DEFAULT_METRIC = {
     "perplexity": "perplexity",
@@ -34,16 +34,7 @@ _TASK_FIELDS = {f.name: f for f in dataclasses.fields(Task)}
 def load_suite(path: str | Path) -> Suite:
     """Read and validate a suite file; data paths resolve relative to it."""
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"suite file not found: {path}")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f":{mark.line + 1}" if mark else ""
-        raise InputError(
-            f"{path}{where}: not valid YAML ({getattr(exc, 'problem', exc)})"
-        ) from None
+    raw = read_yaml(path, "suite")
     if not isinstance(raw, dict):
         raise InputError(f"{path}: a suite must be a mapping with 'name', 'version' and 'tasks'")
     _check_keys(raw, _SUITE_KEYS, f"{path}")
@@ -93,6 +84,7 @@ def _parse_task(entry: object, index: int, path: Path) -> Task:
     for key in required:
         if key not in entry:
             raise InputError(f"{where}: missing required key {key!r}")
+    _check_types(entry, where)
     if entry["kind"] not in TASK_KINDS:
         hint = did_you_mean(str(entry["kind"]), list(TASK_KINDS))
         raise InputError(
@@ -109,12 +101,21 @@ def _parse_task(entry: object, index: int, path: Path) -> Task:
                 raise InputError(f"{where}: {key!r} must be a list of strings")
             values[key] = tuple(values[key])
     for key in ("fewshot", "max_new_tokens", "window", "stride", "limit"):
+        least = 1 if key in ("max_new_tokens", "window") else 0
         if key in values and (
-            not isinstance(values[key], int) or isinstance(values[key], bool) or values[key] < 0
+            not isinstance(values[key], int) or isinstance(values[key], bool) or values[key] < least
         ):
+            raise InputError(f"{where}: {key!r} must be an integer of at least {least}, "
+                             f"not {str(values[key])[:40]!r}")  # fmt: skip
+    if values.get("stride", 0) > values.get("window", _TASK_FIELDS["window"].default):
+        raise InputError(f"{where}: 'stride' must not exceed 'window' (tokens would go unscored)")
+    if values.get("answer_regex") is not None:
+        try:
+            re.compile(values["answer_regex"])
+        except re.error as exc:
             raise InputError(
-                f"{where}: {key!r} must be a non-negative integer, not {values[key]!r}"
-            )
+                f"{where}: 'answer_regex' is not a valid regular expression ({exc})"
+            ) from None
     if values["kind"] == "lm_eval":
         ref = str(values["lm_eval"])
         if ref.endswith((".yaml", ".yml")):
@@ -149,17 +150,41 @@ def _parse_task(entry: object, index: int, path: Path) -> Task:
     return Task(**values)
 
 
+_STRING_FIELDS = {f.name for f in dataclasses.fields(Task) if f.type in ("str", "str | None")}
+_PATH_FIELDS = {"data", "fewshot_data"}
+
+
+def _check_types(entry: dict, where: str) -> None:
+    """Every text field a string (paths too), the name a string or number."""
+    if not isinstance(entry["name"], str | int) or isinstance(entry["name"], bool):
+        raise InputError(f"{where}: 'name' must be a string")
+    for key in (_STRING_FIELDS | _PATH_FIELDS) & set(entry) - {"name"}:
+        value = entry[key]
+        if value is None and (key in _PATH_FIELDS - {"data"} or "None" in _TASK_FIELDS[key].type):
+            continue
+        if not isinstance(value, str):
+            raise InputError(f"{where}: {key!r} must be a string, not {type(value).__name__}")
+
+
 def read_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
     """(line number, object) for every non-blank line; a bad line is an error naming
     the file and line."""
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise InputError(f"{path}:{lineno}: not UTF-8 text (byte {exc.start})") from None
             if not line.strip():
                 continue
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise InputError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
+            except (ValueError, RecursionError) as exc:  # a 5,000-digit number, deep nesting
+                raise InputError(
+                    f"{path}:{lineno}: not usable JSON ({type(exc).__name__})"
+                ) from None
             if not isinstance(record, dict):
                 raise InputError(f"{path}:{lineno}: each line must be a JSON object")
             yield lineno, record
@@ -188,11 +213,22 @@ def _check_item(task: Task, item: dict, where: str) -> None:
         return
     templates = [task.prompt] + ([task.target] if task.kind == "generate" else [])
     for template in templates:
-        for _, field, _, _ in string.Formatter().parse(template):
+        try:
+            fields = [field for _, field, _, _ in string.Formatter().parse(template)]
+        except ValueError as exc:
+            raise InputError(
+                f"task {task.name!r}: template {template[:60]!r} is not valid ({exc})"
+            ) from None
+        for field in fields:
             if field is not None and field not in item:
                 raise InputError(
                     f"{where}: task {task.name!r} template names missing field {field!r}"
                 )
+        try:  # what rendering will do, so it cannot fail after the model is loaded
+            template.format(**item)
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
+            raise InputError(f"{where}: task {task.name!r} cannot render {template[:60]!r} "
+                             f"({type(exc).__name__}: {exc})") from None  # fmt: skip
     if task.kind == "multiple_choice":
         choices = item.get(task.choices_field)
         if not isinstance(choices, list) or len(choices) < 2:
@@ -200,7 +236,11 @@ def _check_item(task: Task, item: dict, where: str) -> None:
                 f"{where}: {task.choices_field!r} must be a list of at least 2 strings"
             )
         answer = item.get(task.answer_field)
-        if not isinstance(answer, int) or not 0 <= answer < len(choices):
+        if (
+            not isinstance(answer, int)
+            or isinstance(answer, bool)
+            or not 0 <= answer < len(choices)
+        ):
             raise InputError(
                 f"{where}: {task.answer_field!r} must be an index into {task.choices_field!r}"
             )

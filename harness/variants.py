@@ -5,12 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
-
 from harness.errors import InputError
 from harness.methods import METHODS, make_config
 from harness.records import Artifact, Variant
 from harness.registry import UnknownName
+from harness.yamlfile import read_yaml
 
 
 def sweep(methods: list[str], bits: list[int], options: dict) -> tuple[list[Variant], list[str]]:
@@ -48,14 +47,7 @@ def load_variants(path: Path) -> list[Variant]:
     """An explicit list of variants: a YAML or JSON list of mappings, each a method
     configuration (``{method: gptq, bits: 4, group_size: 64}``) or a pre-quantized
     artifact of the base model (``{model: PATH, name: NAME, gguf_file: FILE}``)."""
-    try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError(f"--variants: file not found: {path}") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise InputError(f"{where}: not valid YAML/JSON ({getattr(exc, 'problem', exc)})") from None
+    data = read_yaml(path, "--variants:")
     if not isinstance(data, list) or not data:
         raise InputError(f"{path}: expected a non-empty list of configurations")
     variants, seen = [], set()

@@ -80,3 +80,72 @@ def test_fingerprint_changes_with_any_weight(tiny_model):
 
 def test_prefix_token(tokenizer):
     assert prefix_token_id(tokenizer) == tokenizer.bos_token_id
+
+
+def _pickle_folder(tiny_model_dir, tmp_path, payload):
+    """The tiny model with its weights as ``pytorch_model.bin`` holding ``payload``."""
+    import shutil
+
+    folder = tmp_path / "pickled"
+    shutil.copytree(tiny_model_dir, folder)
+    (folder / "model.safetensors").unlink()
+    torch.save(payload, folder / "pytorch_model.bin")
+    return folder
+
+
+def test_pickled_weights_load_only_as_plain_tensors(tiny_model_dir, tiny_model, tmp_path):
+    import os
+
+    plain = _pickle_folder(tiny_model_dir, tmp_path / "a", tiny_model.state_dict())
+    model, _ = load_model(ModelSpec(str(plain)))  # tensors only: weights_only=True reads them
+    assert weights_fingerprint(model) == weights_fingerprint(tiny_model)
+
+    planted = tmp_path / "planted"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {planted}",))
+
+    hostile = _pickle_folder(
+        tiny_model_dir, tmp_path / "b", {**tiny_model.state_dict(), "x": Evil()}
+    )
+    with pytest.raises(InputError, match="could not load model"):
+        load_model(ModelSpec(str(hostile)))
+    assert not planted.exists()  # nothing in the pickle ran
+
+
+def test_custom_code_is_refused_without_trust_remote_code(tiny_model_dir, tmp_path, capsys):
+    import json
+    import shutil
+
+    from harness.cli import EXIT_USAGE, main
+
+    folder = tmp_path / "custom"
+    shutil.copytree(tiny_model_dir, folder)
+    planted = tmp_path / "planted"
+    (folder / "modeling_evil.py").write_text(
+        f"open({str(planted)!r}, 'w').write('ran')\n"
+        "from transformers import LlamaForCausalLM\n\nclass EvilModel(LlamaForCausalLM):\n    pass\n"
+    )
+    config = json.loads((folder / "config.json").read_text())
+    config["auto_map"] = {"AutoModelForCausalLM": "modeling_evil.EvilModel"}
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(
+        InputError, match="names custom code .modeling_evil.EvilModel.; it runs only with --trust"
+    ):
+        load_model(ModelSpec(str(folder)))
+    code = main(
+        [
+            "run",
+            "--model",
+            str(folder),
+            "--out",
+            str(tmp_path / "run"),
+            "--bits",
+            "8",
+            "--no-progress",
+        ]
+    )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == EXIT_USAGE and len(err) == 1 and "trust_remote_code" in err[0]
+    assert not planted.exists() and not (tmp_path / "run").exists()

@@ -137,3 +137,32 @@ def test_master_copy_puts_back_replaced_layers(tiny_model):
     model.model.layers[0].self_attn.set_submodule("q_proj", torch.nn.Identity())
     master.restore()
     assert model.model.layers[0].self_attn.q_proj is original
+
+
+def test_items_longer_than_the_context_are_left_truncated_counted_and_reported(
+    tiny_model_dir, tmp_path
+):
+    """The tiny model's context is 512 tokens (one per byte): a 700-byte question is
+    scored on its last 512 tokens, as lm-eval does, and the run says how many were."""
+    import json
+
+    from harness.cli import main
+    from tests.conftest import write_jsonl
+
+    items = [{"id": f"q{i}", "context": ("filler " * 100 if i < 2 else "") + f"{i} plus one is",
+              "choices": [str(i + 1), str(i + 2)], "answer": 0} for i in range(5)]  # fmt: skip
+    write_jsonl(tmp_path / "mc.jsonl", items)
+    (tmp_path / "s.yaml").write_text(
+        "name: s\ntasks: [{name: mc, kind: multiple_choice, data: mc.jsonl}]\n"
+    )
+    out = tmp_path / "run"
+    code = main(["run", "--model", str(tiny_model_dir), "--suite", str(tmp_path / "s.yaml"), "--out", str(out),
+                 "--bits", "8", "--no-progress"])  # fmt: skip
+    assert code in (0, 1)
+    assert json.loads((out / "manifest.json").read_text())["truncated"] == {"mc": 2}
+    rows = pd.read_parquet(out / "items.parquet")
+    assert len(rows) == 10 and rows["nll"].notna().all() and (rows["nll"] < float("inf")).all()
+    assert (
+        "Left-truncated to the model's context (oldest tokens dropped): mc: 2 item(s)."
+        in (out / "report.md").read_text()
+    )

@@ -14,11 +14,10 @@ import math
 import os
 from pathlib import Path
 
-import yaml
-
 from harness.errors import InputError
 from harness.metrics import get_metric
 from harness.records import ItemResult, Task
+from harness.yamlfile import read_yaml
 
 
 def task_name(task: Task) -> tuple[str, Path | None]:
@@ -26,12 +25,7 @@ def task_name(task: Task) -> tuple[str, Path | None]:
     ref = task.lm_eval
     if ref.endswith((".yaml", ".yml")):
         path = Path(ref)
-        try:
-            spec = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except (OSError, yaml.YAMLError) as exc:
-            raise InputError(
-                f"task {task.name!r}: cannot read lm-eval task file {path}: {exc}"
-            ) from None
+        spec = read_yaml(path, "lm-eval task")
         if not isinstance(spec, dict) or "task" not in spec:
             raise InputError(f"{path}: an lm-eval task file needs a 'task:' name")
         return str(spec["task"]), path.parent

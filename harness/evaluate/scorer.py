@@ -364,6 +364,8 @@ class Scorer:
             eos_token_id=tokenizer.eos_token_id,
             stop_strings=list(stop) or None,
         )
+        keep = max(1, self.max_length - max_new_tokens)  # left-truncated, as rows are
+        prompts = [p[-keep:] for p in prompts]
         outputs: list[list[int] | None] = [None] * len(prompts)
         for batch in self._batches([len(p) for p in prompts]):
             width = max(len(prompts[i]) for i in batch)

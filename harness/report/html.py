@@ -5,13 +5,20 @@ from __future__ import annotations
 
 import base64
 import json
-from html import escape
+from html import escape as _escape
 from pathlib import Path
 
 import pandas as pd
 
 from harness.report.markdown import base_precision_warning, fmt, percent, size, verdict_line
 from harness.report.views import adaptive_note
+from harness.text import visible
+
+
+def escape(text: object, quote: bool = True) -> str:
+    """HTML-escaped, with control characters made visible."""
+    return _escape(visible(text), quote)
+
 
 STYLE = """
 body { font: 15px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; color: #1a1a1a;

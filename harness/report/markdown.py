@@ -4,12 +4,22 @@ and to the full HTML report."""
 
 from __future__ import annotations
 
+import html
 import math
+import re
 from pathlib import Path
 
 import pandas as pd
 
 from harness.report.views import adaptive_note
+from harness.text import visible
+
+
+def escape_md(text: object) -> str:
+    """Text from a suite, an item or a model as inert Markdown on one line: HTML escaped
+    (renderers pass raw HTML through), Markdown punctuation and control characters too."""
+    text = html.escape(visible(text).replace("\n", " "), quote=False)
+    return re.sub(r"([\\`*_\[\]|#!{}~])", r"\\\1", text)
 
 
 def fmt(value, digits: int = 4) -> str:
@@ -44,8 +54,8 @@ def verdict_line(verdict) -> str:
     if verdict is None:
         return "Gate not applied (run `qharness gate RUN`)."
     status = "PASSED" if verdict.passed else "FAILED"
-    target = f" (target: {verdict.target})" if verdict.target else ""
-    return (f"**Gate: {status}**{target} — recommended variant: **{verdict.recommended_variant or 'none'}**, "
+    target = f" (target: {escape_md(verdict.target)})" if verdict.target else ""
+    return (f"**Gate: {status}**{target} — recommended variant: **{escape_md(verdict.recommended_variant or 'none')}**, "
             "the most aggressive variant that passes every rule.")  # fmt: skip
 
 
@@ -53,10 +63,10 @@ def render_markdown(table: pd.DataFrame, grid: pd.DataFrame, manifest: dict, ver
                     links: dict[str, str], slice_knees: pd.DataFrame | None = None) -> str:  # fmt: skip
     model, suite = manifest.get("model", {}), manifest.get("suite", {})
     lines = [
-        f"# qharness report: {manifest.get('run_name', '')}",
+        f"# qharness report: {escape_md(manifest.get('run_name', ''))}",
         "",
-        f"Model {model.get('description', model.get('source', '?'))} (weights `{model.get('hash', '?')}`), "
-        f"suite `{suite.get('name', '?')}` v{suite.get('version', '?')}, seed {manifest.get('seed', '?')}; "
+        f"Model {escape_md(model.get('description', model.get('source', '?')))} (weights `{model.get('hash', '?')}`), "
+        f"suite {escape_md(suite.get('name', '?'))} v{escape_md(suite.get('version', '?'))}, seed {manifest.get('seed', '?')}; "
         f"scored in {model['dtype']}, baseline shown at 16 bits.",
         "",
     ]
@@ -71,14 +81,21 @@ def render_markdown(table: pd.DataFrame, grid: pd.DataFrame, manifest: dict, ver
     for r in table.itertuples(index=False):
         sim = "*" if r.simulated else ""
         ppl = f"{fmt(r.ppl)} | " if has_ppl else ""
-        lines.append(f"| {r.variant}{sim} | {r.effective_bits:.3g} | {size(r.model_bytes)} | {r.verdict} "
+        lines.append(f"| {escape_md(r.variant)}{sim} | {r.effective_bits:.3g} | {size(r.model_bytes)} | {r.verdict} "
                      f"| {r.failures}/{r.warnings} | {percent(r.kept)} | {ppl}{fmt(r.kld, 3)} | {fmt(r.top1, 3)} |")  # fmt: skip
     lines += ["", "Quality kept: 100% minus the relative accuracy drop or perplexity increase, averaged "
               "over tasks. \\* evaluated as simulated quantize→dequantize weights; sizes count packed codes.",
               ""]  # fmt: skip
     skipped = manifest.get("skipped_variants") or []
     if skipped:
-        lines += [f"Skipped: {'; '.join(skipped)}.", ""]
+        lines += [f"Skipped: {'; '.join(map(escape_md, skipped))}.", ""]
+    truncated = manifest.get("truncated") or {}
+    if truncated:
+        counts = ", ".join(f"{escape_md(task)}: {n}" for task, n in truncated.items())
+        lines += [
+            f"Left-truncated to the model's context (oldest tokens dropped): {counts} item(s).",
+            "",
+        ]
     adaptive = adaptive_note(manifest)
     if adaptive:
         lines += [adaptive, ""]
@@ -87,11 +104,13 @@ def render_markdown(table: pd.DataFrame, grid: pd.DataFrame, manifest: dict, ver
                   "| method | " + " | ".join(map(str, grid.columns)) + " |",
                   "|---|" + "---|" * len(grid.columns)]  # fmt: skip
         for method, values in grid.iterrows():
-            lines.append(f"| {method} | " + " | ".join(percent(v) for v in values) + " |")
+            lines.append(
+                f"| {escape_md(method)} | " + " | ".join(percent(v) for v in values) + " |"
+            )
         lines.append("")
     if slice_knees is not None and not slice_knees.empty:
         knees = slice_knees.dropna(subset=["knee_bits"])
-        by_method = [f"{m}: " + ", ".join(f"{s} {int(k)}" for s, k in zip(rows["slice"], rows["knee_bits"], strict=True))
+        by_method = [f"{escape_md(m)}: " + ", ".join(f"{escape_md(s)} {int(k)}" for s, k in zip(rows["slice"], rows["knee_bits"], strict=True))
                      for m, rows in knees.groupby("method", sort=False)]  # fmt: skip
         if by_method:
             lines += ["Knee (bits) per slice — " + "; ".join(by_method) + ".", ""]

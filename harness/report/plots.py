@@ -8,6 +8,7 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
+matplotlib.rcParams["text.parse_math"] = False  # a "$" in a task or slice name is just text
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
