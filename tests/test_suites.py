@@ -51,7 +51,7 @@ BAD_SUITES = [
     ),
     (
         "name: x\ntasks: [{name: a, kind: generate, data: d.jsonl, fewshot: many}]\n",
-        "'fewshot' must be a non-negative integer",
+        "'fewshot' must be an integer of at least 0, not 'many'",
     ),
     (
         "name: x\ntasks: [{name: a, kind: perplexity, data: d.jsonl}, {name: a, kind: perplexity, data: d.jsonl}]\n",
