@@ -79,7 +79,9 @@ def settled_failure(
     if len(rows) < policy.min_items:
         return None
     frame = pd.concat([baseline, rows_to_frame(rows)], ignore_index=True)
-    strict = dataclasses.replace(policy, alpha=policy.alpha / STOP_FACTOR)
+    # harm shown: a failure in either gate mode (safety mode's "not enough evidence" is
+    # no reason to stop: more items are exactly what it needs)
+    strict = dataclasses.replace(policy, alpha=policy.alpha / STOP_FACTOR, mode="harm")
     comparisons = compare(frame, {rows[0].task: metric}, alpha=strict.alpha,
                           min_items=policy.min_items, family=family)  # fmt: skip
     return next((f for f in apply_policy(strict, comparisons) if f.severity == "fail"), None)

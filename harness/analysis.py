@@ -38,9 +38,18 @@ STATS_NOTE = (
 )
 
 
-def resolve_policy(store: RunStore, policy_path: Path | None) -> Policy:
+def resolve_policy(store: RunStore, policy_path: Path | None, mode: str | None = None) -> Policy:
     """``--policy FILE`` (then recorded in the run as the policy used), else the policy
-    recorded in the run, else the suite's ``gate:`` block, else the built-in defaults."""
+    recorded in the run, else the suite's ``gate:`` block, else the built-in defaults;
+    ``mode`` (``--gate-mode``) overrides its mode and is recorded with it."""
+    policy = _resolve_policy(store, policy_path)
+    if mode is not None and mode != policy.mode:
+        policy = dataclasses.replace(policy, mode=mode)
+        store.update_manifest(policy=policy_record(policy))
+    return policy
+
+
+def _resolve_policy(store: RunStore, policy_path: Path | None) -> Policy:
     if policy_path is not None:
         policy = load_policy(policy_path)
         store.update_manifest(policy=policy_record(policy))
@@ -63,20 +72,20 @@ def resolve_policy(store: RunStore, policy_path: Path | None) -> Policy:
 def policy_record(policy: Policy) -> dict:
     """The policy as stored in the manifest: a complete ``gate:`` block (every rule
     spelled out, built-in defaults included) and where it came from."""
-    gate = {"alpha": policy.alpha, "min_items": policy.min_items, "defaults": False,
+    gate = {"alpha": policy.alpha, "min_items": policy.min_items, "mode": policy.mode, "defaults": False,
             "rules": [r.to_dict() for r in policy.rules]}  # fmt: skip
     return {"source": policy.source, "gate": gate}
 
 
 def analyse(store: RunStore, *, policy_path: Path | None = None, require: str | None = None,
-            junit: Path | None = None) -> Verdict:  # fmt: skip
+            junit: Path | None = None, mode: str | None = None) -> Verdict:  # fmt: skip
     """Compare every variant to the baseline, apply the gate, and write ``gate.json``,
     ``comparisons.csv``, the optional JUnit file and the reports."""
     manifest = store.manifest()
     items = store.load_items()
     if items.empty or "baseline" not in set(items["variant"]):
         raise InputError(f"{store.root} has no baseline results yet; run or resume it first")
-    policy = resolve_policy(store, policy_path)
+    policy = resolve_policy(store, policy_path, mode)
     metrics = {t["name"]: t["metric"] for t in manifest.get("suite", {}).get("tasks", [])}
     variants = {
         v: info for v, info in manifest.get("variants", {}).items() if v in set(items["variant"])
@@ -85,7 +94,7 @@ def analyse(store: RunStore, *, policy_path: Path | None = None, require: str | 
     knee_table = knees(comparisons, variants)
     findings = apply_policy(policy, comparisons)
     findings += partial_failures(manifest, findings) + nonfinite_findings(items)
-    result = verdict(findings, variants, require)
+    result = verdict(findings, variants, require, policy.mode)
 
     frame = comparisons_frame(comparisons)
     comparisons_frame(comparisons, split_intervals=True).to_csv(
@@ -106,6 +115,7 @@ def gate_record(policy: Policy, result: Verdict, knee_table: pd.DataFrame) -> di
         "policy": {
             "source": policy.source,
             "alpha": policy.alpha,
+            "mode": policy.mode,
             "rules": [r.to_dict() for r in policy.rules],
         },
         "statistics": STATS_NOTE,

@@ -205,6 +205,9 @@ def _gate_options(group) -> None:
     group.add_argument(
         "--junit", type=Path, default=None, metavar="FILE", help="also write JUnit XML here"
     )
+    group.add_argument("--gate-mode", choices=("harm", "safety"), default=None,
+                       help="harm: fail what the intervals show harmful (default); safety: pass only what "
+                       "they show within tolerance, failing slices too small to show it (see qharness plan)")  # fmt: skip
 
 
 def _version() -> str:
@@ -364,7 +367,8 @@ def _gate(store, args) -> int:
     from harness.analysis import analyse
     from harness.gate import verdict_table
 
-    result = analyse(store, policy_path=args.policy, require=args.require, junit=args.junit)
+    result = analyse(store, policy_path=args.policy, require=args.require, junit=args.junit,
+                     mode=args.gate_mode)  # fmt: skip
     print(verdict_table(result))
     print(f"wrote {store.root}/gate.json and {store.root}/report.md")
     return EXIT_OK if result.passed else EXIT_GATE_FAILED

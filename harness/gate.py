@@ -1,10 +1,16 @@
 """The gate: a policy (rules as data) applied to the paired comparisons, giving each
 variant a verdict and recommending the most aggressive variant that passes.
 
-Decisions are noise-aware. For a rule "loss at most T" with interval [lo, hi]:
-**fail** when lo > T (the interval shows the loss exceeds the tolerance), **warn** when
-the point estimate exceeds T but the interval does not settle it (the message says
-about how many more items would), **pass** otherwise. "At least T" rules mirror this.
+Decisions are noise-aware, in one of two modes. For a rule "loss at most T" with
+interval [lo, hi] ("at least T" rules mirror it):
+
+* **harm** (default; "fail when harm is shown"): **fail** when lo > T, **warn** when the
+  point estimate exceeds T but the interval does not settle it (the message says about
+  how many more items would), **pass** otherwise. A pass means "no evidence of harm" —
+  on a small slice nearly guaranteed. For exploring methods and for everyday CI.
+* **safety** ("pass only when safety is shown", an equivalence test): **pass** only when
+  hi <= T on at least ``min_items`` items; a slice that cannot show it fails as "not
+  enough evidence". For release gates, with a suite sized by ``qharness plan``.
 """
 
 from __future__ import annotations
@@ -27,7 +33,8 @@ from harness.yamlfile import read_yaml
 RULES: Registry[type[Rule]] = Registry("gate rule")
 STRICT_SLICES = ("arithmetic", "rare", "long_context")
 MIN_ITEMS = 10
-GATE_KEYS = ("rules", "alpha", "defaults", "min_items")
+GATE_KEYS = ("rules", "alpha", "defaults", "min_items", "mode")
+GATE_MODES = ("harm", "safety")
 
 
 def register_rule(cls: type[Rule]) -> type[Rule]:
@@ -155,6 +162,7 @@ class Policy:
     alpha: float = 0.05  # family-wise error rate of each variant's intervals
     source: str = "built-in defaults"
     min_items: int = MIN_ITEMS  # fewer items than this can warn but never fail
+    mode: str = "harm"  # or "safety": pass only what the intervals show within tolerance
 
 
 def default_rules() -> tuple[Rule, ...]:
@@ -214,7 +222,12 @@ def parse_policy(raw: object, source: str) -> Policy:
         raise InputError(
             f"{source}: gate 'min_items' must be a positive integer, not {min_items!r}"
         )
-    return Policy(tuple(rules), float(alpha), source, min_items)
+    mode = raw.get("mode", "harm")
+    if mode not in GATE_MODES:
+        raise InputError(
+            f"{source}: gate 'mode' must be one of {', '.join(GATE_MODES)}, not {str(mode)[:40]!r}"
+        )
+    return Policy(tuple(rules), float(alpha), source, min_items, mode)
 
 
 def load_policy(path: Path) -> Policy:
@@ -228,7 +241,9 @@ def _fmt(value: float, percent: bool) -> str:
     return f"{value:.1%}" if percent else f"{value:.3g}"
 
 
-def decide(rule: Rule, c: Comparison, min_items: int = MIN_ITEMS) -> Finding | None:
+def decide(
+    rule: Rule, c: Comparison, min_items: int = MIN_ITEMS, mode: str = "harm"
+) -> Finding | None:
     """Apply one rule to one comparison. An interval over a handful of items is
     degenerate (one item gives a zero-width interval), so comparisons with fewer than
     ``min_items`` items can warn but never fail. A quantity that could not be computed
@@ -251,6 +266,8 @@ def decide(rule: Rule, c: Comparison, min_items: int = MIN_ITEMS) -> Finding | N
                                f"non-finite outputs or scores; {op} {_fmt(tol, rule.percent)} required")  # fmt: skip
     beyond = observed > tol if rule.direction == "max" else observed < tol
     settled = ((low > tol) if rule.direction == "max" else (high < tol)) and c.n >= min_items
+    if mode == "safety":
+        return _decide_safety(rule, c, min_items, observed, (low, high), settled, where)
     severity = "fail" if settled else "warn" if beyond else "pass"
     text = (f"{where} {_fmt(observed, rule.percent)} "
             f"[{_fmt(low, rule.percent)}, {_fmt(high, rule.percent)}] {op} {_fmt(tol, rule.percent)} required")  # fmt: skip
@@ -269,18 +286,64 @@ def decide(rule: Rule, c: Comparison, min_items: int = MIN_ITEMS) -> Finding | N
                    message=f"{severity.upper()}: {text}")  # fmt: skip
 
 
+def _decide_safety(rule: Rule, c: Comparison, min_items: int, observed: float,
+                   ci: tuple[float, float], harmful: bool, where: str) -> Finding:  # fmt: skip
+    """Safety mode: pass only when the interval lies within the tolerance."""
+    (low, high), tol, pct = ci, rule.tolerance, rule.percent
+    op = "≤" if rule.direction == "max" else "≥"
+    shown = (high <= tol if rule.direction == "max" else low >= tol) and c.n >= min_items
+    text = f"{where} {_fmt(observed, pct)} [{_fmt(low, pct)}, {_fmt(high, pct)}] {op} {_fmt(tol, pct)} required"
+    if shown:
+        severity = "pass"
+    elif harmful:
+        severity, text = "fail", text + "; shown beyond the tolerance"
+    elif c.n < min_items:
+        severity = "fail"
+        text += f"; not enough evidence: only {c.n} item(s), safety needs at least {min_items}"
+    else:
+        severity = "fail"
+        edge = high if rule.direction == "max" else low
+        gap, half = abs(tol - observed), abs(edge - observed)
+        beyond = (rule.direction == "max" and observed >= tol) or (
+            rule.direction == "min" and observed <= tol
+        )
+        more = (
+            ""
+            if beyond or gap == 0
+            else f"; about {max(math.ceil(c.n * (half / gap) ** 2) - c.n, 1)} more items would show it if the loss is as observed"
+        )
+        text += f"; not enough evidence that it is within tolerance at n={c.n}{more}"
+    return Finding(rule=rule.describe(), severity=severity, variant=c.variant, task=c.task, slice=c.slice,
+                   metric=rule.kind, observed=float(observed), threshold=tol, ci=(float(low), float(high)),
+                   message=f"{severity.upper()}: {text}")  # fmt: skip
+
+
+def chosen_rules(policy: Policy, task: str, slice_: str, metric: Metric) -> list[Rule]:
+    """The rules that judge ``task`` x ``slice_``: per rule kind, the most specific one
+    that matches and applies to the task's metric."""
+    where = _Where(task, slice_)
+    chosen: dict[str, Rule] = {}
+    for rule in policy.rules:
+        if not rule.matches(where) or not rule.applies_to(metric):
+            continue
+        best = chosen.get(rule.kind)
+        if best is None or rule.specificity(where) > best.specificity(where):
+            chosen[rule.kind] = rule
+    return list(chosen.values())
+
+
+@dataclass(frozen=True)
+class _Where:
+    task: str
+    slice: str
+
+
 def apply_policy(policy: Policy, comparisons: list[Comparison]) -> list[Finding]:
     """For each comparison and rule kind, the most specific matching rule decides."""
     findings = []
     for c in comparisons:
-        chosen: dict[str, Rule] = {}
-        for rule in policy.rules:
-            if not rule.matches(c) or rule.measure(c) is None:
-                continue
-            best = chosen.get(rule.kind)
-            if best is None or rule.specificity(c) > best.specificity(c):
-                chosen[rule.kind] = rule
-        decided = (decide(rule, c, policy.min_items) for rule in chosen.values())
+        rules = chosen_rules(policy, c.task, c.slice, get_metric(c.metric))
+        decided = (decide(rule, c, policy.min_items, policy.mode) for rule in rules)
         findings.extend(f for f in decided if f is not None)
     return findings
 
@@ -307,7 +370,10 @@ def nonfinite_findings(items) -> list[Finding]:
 
 
 def verdict(
-    findings: list[Finding], variants: dict[str, dict], require: str | None = None
+    findings: list[Finding],
+    variants: dict[str, dict],
+    require: str | None = None,
+    mode: str = "harm",
 ) -> Verdict:
     """Each variant's verdict; the recommended variant is the passing one with the fewest
     effective bits per weight, then the smallest size."""
@@ -332,7 +398,7 @@ def verdict(
         else recommended is not None
     )
     return Verdict(passed=passed, target=require, recommended_variant=recommended,
-                   variants=tuple(verdicts), findings=tuple(findings))  # fmt: skip
+                   variants=tuple(verdicts), findings=tuple(findings), mode=mode)  # fmt: skip
 
 
 def write_junit(result: Verdict, path: Path) -> Path:
@@ -375,6 +441,6 @@ def verdict_table(result: Verdict) -> str:
             f"{v.variant:<24} {v.effective_bits:>7.3g} {mark:>8} {v.failures:>5} {v.warnings:>5}{star}"
         )
     target = f"variant {result.target}" if result.target else "any variant"
-    lines.append(f"gate: {'PASSED' if result.passed else 'FAILED'} (needs {target} to pass); "
+    lines.append(f"gate ({result.mode} mode): {'PASSED' if result.passed else 'FAILED'} (needs {target} to pass); "
                  f"recommended: {result.recommended_variant or 'none'}")  # fmt: skip
     return "\n".join(lines)

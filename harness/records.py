@@ -260,3 +260,4 @@ class Verdict:
     recommended_variant: str | None
     variants: tuple[VariantVerdict, ...]
     findings: tuple[Finding, ...]
+    mode: str = "harm"  # the gate mode: "harm" (fail what is shown harmful) or "safety"

@@ -183,14 +183,14 @@ def test_gate_command_exit_codes_and_outputs(tmp_path, capsys):
     assert (
         "recommended: w8" in out
         and "w2" in out
-        and "gate: PASSED (needs any variant to pass)" in out
+        and "gate (harm mode): PASSED (needs any variant to pass)" in out
     )
     record = json.loads((store.root / "gate.json").read_text())
     assert record["recommended_variant"] == "w8" and record["passed"] is True
     assert {k["slice"] for k in record["knees"]} >= {"all", "arithmetic"}
     assert junit.exists() and (store.root / "report.md").read_text().count("Gate: PASSED") == 1
     assert main(["gate", str(store.root), "--require", "w2"]) == EXIT_GATE_FAILED
-    assert "gate: FAILED (needs variant w2 to pass)" in capsys.readouterr().out
+    assert "gate (harm mode): FAILED (needs variant w2 to pass)" in capsys.readouterr().out
     strict = tmp_path / "strict.yaml"
     strict.write_text("gate:\n  rules:\n    - {kind: max_kld, tolerance: 0.0001}\n")
     assert main(["gate", str(store.root), "--policy", str(strict)]) == EXIT_GATE_FAILED

@@ -55,7 +55,8 @@ def verdict_line(verdict) -> str:
         return "Gate not applied (run `qharness gate RUN`)."
     status = "PASSED" if verdict.passed else "FAILED"
     target = f" (target: {escape_md(verdict.target)})" if verdict.target else ""
-    return (f"**Gate: {status}**{target} — recommended variant: **{escape_md(verdict.recommended_variant or 'none')}**, "
+    mode = "safety shown" if verdict.mode == "safety" else "no harm shown"
+    return (f"**Gate: {status}** ({verdict.mode} mode: passes where {mode}){target} — recommended variant: **{escape_md(verdict.recommended_variant or 'none')}**, "
             "the most aggressive variant that passes every rule.")  # fmt: skip
 
 
