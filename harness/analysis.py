@@ -22,6 +22,7 @@ from harness.gate import (
     verdict,
     write_junit,
 )
+from harness.power import power_frame, slice_power
 from harness.records import Verdict
 from harness.report import write_reports
 from harness.stats import compare, comparisons_frame, knees
@@ -103,7 +104,12 @@ def analyse(store: RunStore, *, policy_path: Path | None = None, require: str | 
     write_json(store.root / "gate.json", gate_record(policy, result, knee_table))
     if junit is not None:
         write_junit(result, junit)
-    write_reports(store, comparisons=frame, knees=knee_table, verdict=result, items=items)
+    baseline = items[items["variant"] == "baseline"]
+    power = power_frame(slice_power(baseline, metrics, policy, comparisons))
+    power.to_csv(store.root / "power.csv", index=False, float_format="%.6g")
+    write_reports(
+        store, comparisons=frame, knees=knee_table, verdict=result, items=items, power=power
+    )
     return result
 
 

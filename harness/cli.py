@@ -365,11 +365,11 @@ def cmd_run(args, argv: list[str]) -> int:
 
 def _gate(store, args) -> int:
     from harness.analysis import analyse
-    from harness.gate import verdict_table
+    from harness.report.findings import terminal_summary_of
 
     result = analyse(store, policy_path=args.policy, require=args.require, junit=args.junit,
                      mode=args.gate_mode)  # fmt: skip
-    print(verdict_table(result))
+    print(terminal_summary_of(store, result))
     print(f"wrote {store.root}/gate.json and {store.root}/report.md")
     return EXIT_OK if result.passed else EXIT_GATE_FAILED
 

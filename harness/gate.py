@@ -429,18 +429,3 @@ def write_junit(result: Verdict, path: Path) -> Path:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     ET.ElementTree(root).write(path, encoding="utf-8", xml_declaration=True)
     return Path(path)
-
-
-def verdict_table(result: Verdict) -> str:
-    """A plain-text table for the terminal."""
-    lines = [f"{'variant':<24} {'bits/w':>7} {'verdict':>8} {'fail':>5} {'warn':>5}"]
-    for v in sorted(result.variants, key=lambda v: -v.effective_bits):
-        mark = "PASS" if v.passed else "FAIL"
-        star = "  ← recommended" if v.variant == result.recommended_variant else ""
-        lines.append(
-            f"{v.variant:<24} {v.effective_bits:>7.3g} {mark:>8} {v.failures:>5} {v.warnings:>5}{star}"
-        )
-    target = f"variant {result.target}" if result.target else "any variant"
-    lines.append(f"gate ({result.mode} mode): {'PASSED' if result.passed else 'FAILED'} (needs {target} to pass); "
-                 f"recommended: {result.recommended_variant or 'none'}")  # fmt: skip
-    return "\n".join(lines)

@@ -12,6 +12,7 @@ import pandas as pd
 
 from harness.records import Verdict
 from harness.report import plots, views
+from harness.report.findings import what_broke
 from harness.report.html import write_html
 from harness.report.markdown import write_markdown
 from harness.stats import families
@@ -29,6 +30,7 @@ def write_reports(
     knees: pd.DataFrame | None = None,
     verdict: Verdict | None = None,
     items: pd.DataFrame | None = None,
+    power: pd.DataFrame | None = None,
 ) -> dict[str, Path]:
     """(Re)write ``summary.csv``, the plots, ``report.md`` and ``report.html``."""
     manifest = store.manifest()
@@ -80,12 +82,13 @@ def write_reports(
     knees_shown = (
         slice_knees[slice_knees["slice"].isin(headline)] if slice_knees is not None else None
     )
-    write_markdown(paths["report"], table, grid, manifest, verdict, links, knees_shown)
+    top, rest = what_broke(verdict, items, manifest, power)
+    write_markdown(paths["report"], table, grid, manifest, verdict, links, knees_shown, top, rest)
     write_html(
         paths["html"], manifest=manifest, verdict=verdict, table=table, grid=grid,
         ppl_grid=views.method_by_bits(table, manifest, "ppl") if table["ppl"].notna().any() else pd.DataFrame(),
         flips=flips, examples=views.broken_examples(items, findings, variants),
-        flags=_flag_lines(findings, table), images={k: paths[k] for k in PLOTS},
+        flags=_flag_lines(findings, table), images={k: paths[k] for k in PLOTS}, top=top, rest=rest, power=power,
     )  # fmt: skip
     return paths
 

@@ -115,7 +115,8 @@ def _manifest(manifest: dict) -> str:
 
 
 def render_html(*, manifest: dict, verdict, table: pd.DataFrame, grid: pd.DataFrame, ppl_grid: pd.DataFrame,
-                flips: pd.DataFrame, examples: list[dict], flags: list[str], images: dict[str, Path]) -> str:  # fmt: skip
+                flips: pd.DataFrame, examples: list[dict], flags: list[str], images: dict[str, Path],
+                top=(), rest: list[str] = (), power: pd.DataFrame | None = None) -> str:  # fmt: skip
     model, suite = manifest.get("model", {}), manifest.get("suite", {})
     title = f"qharness report: {manifest.get('run_name', '')}"
     warning = base_precision_warning(manifest.get("base_precision"))
@@ -128,6 +129,7 @@ def render_html(*, manifest: dict, verdict, table: pd.DataFrame, grid: pd.DataFr
         f'<p class="warning">{_inline(warning)}</p>' if warning else "",
         '<h2 id="verdict">Verdict</h2>',
         f'<p class="verdict">{_inline(verdict_line(verdict))}</p>',
+        _what_broke(list(top), list(rest)),
         _table(_variants(table), left=("variant",), classes=verdict_css),
         '<p class="muted">Quality kept: 100% minus the relative accuracy drop (or perplexity increase), '
         "averaged over tasks; KLD and top-1 agreement against the baseline's next-token distributions.</p>",
@@ -159,6 +161,7 @@ def render_html(*, manifest: dict, verdict, table: pd.DataFrame, grid: pd.DataFr
         parts.append(
             f"<details><summary>{len(flags)} flags (fail, then warn)</summary><ul>{items}</ul></details>"
         )
+    parts += _power(power)
     parts += ['<h2 id="flips">Flips</h2>']
     if not flips.empty:
         parts += [
@@ -185,6 +188,39 @@ def render_html(*, manifest: dict, verdict, table: pd.DataFrame, grid: pd.DataFr
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
             f'<meta name="viewport" content="width=device-width, initial-scale=1">'
             f"<title>{escape(title)}</title><style>{STYLE}</style></head>\n<body>\n{body}\n</body></html>\n")  # fmt: skip
+
+
+def _what_broke(top, rest: list[str]) -> str:
+    if not top:
+        return ""
+    frame = pd.DataFrame([{"#": i, "": r.finding.severity.upper(), "variant": r.finding.variant,
+                           "task / slice": f"{r.finding.task} / {r.finding.slice}", "rule": r.finding.rule,
+                           "finding": r.finding.message + (" (slice too small to resolve it)" if r.resolves is False else ""),
+                           "examples (baseline → variant)": "; ".join(r.examples)}
+                          for i, r in enumerate(top, start=1)])  # fmt: skip
+    css = {"": lambda v: "fail" if v == "FAIL" else ""}
+    more = "".join(f"<li>{escape(line)}</li>" for line in rest)
+    return (_table(frame, left=("variant", "task / slice", "rule", "finding", "examples (baseline → variant)"), classes=css)
+            + (f"<ul>{more}</ul>" if more else ""))  # fmt: skip
+
+
+def _power(power: pd.DataFrame | None) -> list[str]:
+    """What each slice can see: the MDE and the items needed, unresolved first."""
+    if power is None or power.empty:
+        return []
+    shown = power.sort_values(["resolves", "task", "slice"], kind="stable")
+    shown = pd.DataFrame({"task": shown["task"], "slice": shown["slice"], "rule": shown["rule"], "items": shown["n"],
+                          "MDE": [fmt(v, 3) for v in shown["mde"]], "items to resolve": shown["items_needed"],
+                          "resolves": ["yes" if ok else "no" for ok in shown["resolves"]],
+                          "assumes": shown["basis"]})  # fmt: skip
+    blind = int((~power["resolves"]).sum())
+    css = {"resolves": lambda v: "fail" if v == "no" else "pass"}
+    return ['<h2 id="power">What each slice can see</h2>',
+            f'<p class="muted">The smallest loss each rule fails with 80% power at the gate\'s level (MDE), and the '
+            f"items a slice needs to fail twice its tolerance; {blind} of {len(power)} rule × slice pairs cannot "
+            "resolve their tolerance. <code>qharness plan</code> prints this before a run.</p>",
+            f"<details><summary>{len(power)} rule × slice pairs</summary>"
+            + _table(shown, left=("task", "slice", "rule", "assumes"), classes=css) + "</details>"]  # fmt: skip
 
 
 def _inline(text: str) -> str:

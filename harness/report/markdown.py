@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from harness.report.findings import measure, observed, required
 from harness.report.views import adaptive_note
 from harness.text import visible
 
@@ -60,8 +61,27 @@ def verdict_line(verdict) -> str:
             "the most aggressive variant that passes every rule.")  # fmt: skip
 
 
+def what_broke_lines(top, rest: list[str]) -> list[str]:
+    """The ranked findings as a table, then one line per slice for the rest."""
+    if not top:
+        return []
+    lines = ["**What broke**, worst first:", "",
+             "| # | | variant | task / slice | measure | observed [interval] | required | examples (baseline → variant) |",
+             "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for i, r in enumerate(top, start=1):
+        f = r.finding
+        blind = " — slice too small to resolve it" if r.resolves is False else ""
+        lines.append(f"| {i} | {f.severity.upper()} | {escape_md(f.variant)} | {escape_md(f.task)} / {escape_md(f.slice)} "
+                     f"| {escape_md(measure(f))} | {observed(f)}{blind} | {required(f)} "
+                     f"| {'; '.join(map(escape_md, r.examples)) or '–'} |")  # fmt: skip
+    lines.append("")
+    lines += [f"- {escape_md(line)}" for line in rest]
+    return lines + ([""] if rest else [])
+
+
 def render_markdown(table: pd.DataFrame, grid: pd.DataFrame, manifest: dict, verdict,
-                    links: dict[str, str], slice_knees: pd.DataFrame | None = None) -> str:  # fmt: skip
+                    links: dict[str, str], slice_knees: pd.DataFrame | None = None,
+                    top=(), rest: list[str] = ()) -> str:  # fmt: skip
     model, suite = manifest.get("model", {}), manifest.get("suite", {})
     lines = [
         f"# qharness report: {escape_md(manifest.get('run_name', ''))}",
@@ -74,6 +94,7 @@ def render_markdown(table: pd.DataFrame, grid: pd.DataFrame, manifest: dict, ver
     warning = base_precision_warning(manifest.get("base_precision"))
     lines += [f"> {warning}", ""] if warning else []
     lines += [verdict_line(verdict), ""]
+    lines += what_broke_lines(list(top), list(rest))
     has_ppl = table["ppl"].notna().any()
     lines += [
         "| variant | bits/w | size | verdict | fail/warn | quality kept | " + ("ppl | " if has_ppl else "") + "KLD | top-1 |",
