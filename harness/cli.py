@@ -178,6 +178,24 @@ def build_parser() -> argparse.ArgumentParser:
     gate.add_argument("run_dir", type=Path, metavar="RUN", help="a results/<run> folder")
     _gate_options(gate)
 
+    plan = commands.add_parser("plan", help="what a suite can see: per slice, the smallest loss each rule detects",
+                               description="Before spending compute: per task x slice and gate rule, the items "
+                               "present, the minimum detectable effect (80%% power at the gate's level) and the "
+                               "items needed to resolve the tolerance. From the model's tokenizer alone (no "
+                               "weights), or from a stored run's baseline and variants (--from).")  # fmt: skip
+    plan.add_argument(
+        "suite", type=Path, nargs="?", default=Path("tasks/default.yaml"), help="suite YAML file"
+    )
+    plan.add_argument(
+        "--model", default="default", help="the model whose tokenizer cuts the length slices"
+    )
+    plan.add_argument("--from", dest="run_dir", type=Path, default=None, metavar="RUN",
+                      help="a stored run: its measured baseline accuracy and its variants' spread")  # fmt: skip
+    plan.add_argument(
+        "--policy", type=Path, default=None, help="gate policy YAML (default: the suite's)"
+    )
+    plan.add_argument("--gate-mode", choices=("harm", "safety"), default=None)
+
     report = commands.add_parser(
         "report", help="rewrite the reports of a stored run (no model needed)"
     )
@@ -394,6 +412,24 @@ def cmd_gate(args) -> int:
     return _gate(store, args)
 
 
+def cmd_plan(args) -> int:
+    import dataclasses
+
+    from harness.plan import format_plan, plan_from_model, plan_from_run
+    from harness.records import ModelSpec
+
+    if args.run_dir is not None:
+        powers, policy, source, note = plan_from_run(args.run_dir, args.policy)
+    else:
+        powers, policy, source, note = plan_from_model(
+            args.suite, ModelSpec(args.model), args.policy
+        )
+    if args.gate_mode:
+        policy = dataclasses.replace(policy, mode=args.gate_mode)
+    print(format_plan(powers, policy, source, note))
+    return EXIT_OK
+
+
 def cmd_report(args) -> int:
     """Rewrite every report file; the gate is re-applied with the stored target."""
     import json
@@ -436,6 +472,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_suites_validate(args)
         if args.command == "compare":
             return cmd_compare(args)
+        if args.command == "plan":
+            return cmd_plan(args)
         return cmd_report(args)
     except InputError as exc:
         print(f"qharness: error: {exc}", file=sys.stderr)

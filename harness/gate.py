@@ -133,6 +133,10 @@ class MaxFlipRate(Rule):
     label: ClassVar[str] = "flip rate (right→wrong)"
     field: ClassVar[str] = "flip_rate"
 
+    @staticmethod
+    def applies_to(metric: Metric) -> bool:
+        return metric.outcome
+
 
 @register_rule
 @dataclass(frozen=True)

@@ -195,6 +195,29 @@ def check_memory(need: MemoryNeed | None, available: int | None) -> None:
                      "(--no-memory-check runs it anyway)")  # fmt: skip
 
 
+def load_tokenizer(spec: ModelSpec):
+    """The tokenizer of ``spec`` alone (no weights), pad token set."""
+    from transformers import AutoTokenizer
+
+    source = str(default_model_dir()) if spec.source == "default" else spec.source
+    path = Path(source).expanduser()
+    try:
+        if path.suffix == ".gguf":
+            tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+        else:
+            if path.is_dir() and not spec.trust_remote_code:
+                _refuse_custom_code(path)
+            tokenizer = AutoTokenizer.from_pretrained(source, revision=spec.revision,
+                                                      trust_remote_code=spec.trust_remote_code)  # fmt: skip
+    except (OSError, ValueError) as exc:
+        raise InputError(
+            f"could not load the tokenizer of {source!r}: {str(exc).strip()[:300]}"
+        ) from None
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
 def weight_files(spec: ModelSpec) -> list[Path]:
     """The safetensors files of a model loaded from a folder (or the default model's
     cache), so the float weights can be re-read from disk instead of kept twice in memory;

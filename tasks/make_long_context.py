@@ -24,7 +24,7 @@ FILLER = (
 FILLER_TOKENS = 24  # measured with SmolLM2's tokenizer
 KV_LINE_TOKENS = 16
 LENGTHS = {"512": 512, "1k": 1024, "2k": 2048, "4k": 4096, "7.5k": 7680}  # 8192 is the limit
-DEPTHS = (10, 50, 90)
+DEPTHS = (10, 30, 50, 70, 90)  # five depths: 10 items per task at 512 and 1k tokens
 
 
 def passkey_items(rng: random.Random) -> list[dict]:
