@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PIP_INSTALL) torch==2.13.0
-	$(PIP_INSTALL) -e ".[dev,methods]"
+	$(PIP_INSTALL) -e ".[dev,methods,ray]"
 	touch $(STAMP)
 
 # A real sweep on the embedded default model: baseline + RTN at 8/4/3/2 bits.

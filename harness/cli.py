@@ -119,6 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation.add_argument("--adaptive", action="store_true",
                             help="stop evaluating a variant on a task once the gate's failure is settled "
                             "(saves items on collapsed variants; passing variants see every item)")  # fmt: skip
+    evaluation.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                            help="fan variants out on Ray: a local Ray, or the cluster at ADDRESS "
+                            "(each worker loads the model itself; needs qharness[ray])")  # fmt: skip
     evaluation.add_argument("--no-memory-check", action="store_true",
                             help="run even when the memory estimate stated before loading exceeds the free memory")  # fmt: skip
     output = run.add_argument_group("output")
@@ -371,8 +374,14 @@ def cmd_run(args, argv: list[str]) -> int:
         suite_path=args.suite, out=out, variants=tuple(variants), limit=args.limit, seed=args.seed,
         threads=args.threads, batch_size=args.batch_size,
         calibration=calibration, skipped=tuple(skipped), adaptive=args.adaptive, policy=args.policy,
-        memory_check=not args.no_memory_check,
+        memory_check=not args.no_memory_check, ray=args.ray,
     )  # fmt: skip
+    if args.ray is not None:
+        if args.adaptive:
+            raise InputError("--ray and --adaptive do not combine yet: choose one")
+        from harness.fanout import require_ray
+
+        require_ray()
     if args.policy is not None and not args.policy.is_file():
         raise InputError(f"policy file not found: {args.policy}")
     store = run(

@@ -150,6 +150,7 @@ class RunSpec:
     adaptive: bool = False  # stop a variant's task once the gate's failure is settled
     policy: Path | None = None  # gate policy file (default: the suite's gate block)
     memory_check: bool = True  # refuse before loading when the estimate exceeds free memory
+    ray: str | None = None  # fan variants out on Ray: "local", or a cluster's address
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from harness.errors import InputError
 from harness.evaluate.lm_eval_adapter import run_samples, to_rows
 from harness.evaluate.scorer import MAX_BATCH_TOKENS, MAX_BATCH_TOKENS_ACCELERATOR, Scorer
 from harness.evaluate.tasks import evaluate_task, prepare
+from harness.fanout import VariantDone, VariantJob, fan_out
 from harness.fingerprint import code_fingerprint, library_versions, suite_fingerprint
 from harness.memory import available_bytes, peak_rss_mib, release_freed_memory, reset_peak
 from harness.methods import (
@@ -72,6 +73,10 @@ def _sweep(spec: RunSpec, *, overwrite: bool, progress: bool, argv: list[str] | 
     reset_peak()
     suite = load_suite(spec.suite_path)
     task_items = {task.name: load_items(task) for task in suite.tasks if task.kind != "lm_eval"}
+    if spec.ray is not None and len(task_items) < len(suite.tasks):
+        raise InputError(
+            "--ray evaluates the harness's own task kinds; run suites with lm-eval tasks without --ray"
+        )
     torch.set_num_threads(spec.threads)
     torch.manual_seed(spec.seed)
 
@@ -83,7 +88,7 @@ def _sweep(spec: RunSpec, *, overwrite: bool, progress: bool, argv: list[str] | 
     load_seconds = time.perf_counter() - load_start
     for info in artifacts.values():  # checked before anything is written or evaluated
         check_compatible(info, model, tokenizer)
-    max_length = int(getattr(model.config, "max_position_embeddings", 2048) or 2048)
+    max_length = context_length(model)
     _check_context(suite, max_length)
     model_hash = weights_fingerprint(model)
     fingerprint = {
@@ -253,26 +258,14 @@ def _sweep(spec: RunSpec, *, overwrite: bool, progress: bool, argv: list[str] | 
     for variant in variants:
         if not pending[variant.name]:
             continue
+        if spec.ray is not None and not variant.is_baseline:
+            continue  # fanned out below, once the baseline's references exist
         master.restore()
         if not variant.is_baseline:
             bar.set_description(f"{variant.name} · {'load' if variant.artifact else 'quantize'}")
-            info = artifacts.get(variant.name)
-            in_place = (
-                info.format == "gguf" if info else quantizes_output_head(model, variant.config)
-            )
-            if in_place:
-                scorer.reference_head.keep_copy()  # the baseline's head stays the reference
-            if info:
-                loaded, report = load_artifact(model, info)
-                if loaded is not model:
-                    active = Scorer(loaded, tokenizer.pad_token_id, batch_size=spec.batch_size,
-                                    max_length=max_length, reference_head=scorer.reference_head)  # fmt: skip
-                extra = {"source": str(info.path), "tensor_types": info.tensor_types}
-            else:
-                report, extra = quantize_(model, variant.config, calibration), {}
-            store.update_manifest(
-                variants={variant.name: {**records[variant.name], **asdict(report), **extra}}
-            )
+            active, made = make_variant(model, scorer, variant, artifacts.get(variant.name), calibration,
+                                        spec.batch_size, max_length)  # fmt: skip
+            store.update_manifest(variants={variant.name: {**records[variant.name], **made}})
         tasks = pending[variant.name]
         if spec.adaptive and not variant.is_baseline:
             if baseline_rows is None:
@@ -284,8 +277,28 @@ def _sweep(spec: RunSpec, *, overwrite: bool, progress: bool, argv: list[str] | 
             rows, reference = evaluate(variant, task, prepared.get(task.name))
             finish(variant, task, rows, reference)
         if active is not scorer:  # release the checkpoint before the next variant
-            active, loaded = scorer, None
+            active = scorer
             gc.collect()
+    if spec.ray is not None:
+        jobs = [VariantJob(spec.model, v, artifacts.get(v.name), tuple(pending[v.name]),
+                           {t.name: prepared[t.name] for t in pending[v.name]},
+                           {t.name: reference_of(v, t) for t in pending[v.name]},
+                           calibration, spec.batch_size, spec.threads, spec.seed)
+                for v in spec.variants if pending[v.name]]  # fmt: skip
+
+        def on_done(done: VariantDone) -> None:
+            variant = next(v for v in spec.variants if v.name == done.name)
+            store.update_manifest(variants={done.name: {**records[done.name], **done.record}})
+            for task in pending[done.name]:
+                seconds[f"{done.name}/{task.name}"] = done.seconds[task.name]
+                finish(variant, task, done.rows[task.name])
+                bar.update(units(task))
+
+        gpus = int(next(model.parameters()).device.type == "cuda")
+        failures = fan_out(None if spec.ray == "local" else spec.ray, jobs, gpus, on_done)
+        if failures:
+            raise InputError("; ".join(failures) + " — nothing of it was stored; the other variants "
+                             "are: rerun the same command to retry")  # fmt: skip
     bar.close()
     master.restore()
 
@@ -293,6 +306,26 @@ def _sweep(spec: RunSpec, *, overwrite: bool, progress: bool, argv: list[str] | 
                                    "total_last_invocation": round(time.perf_counter() - started, 3)},
                           peak_rss_mib=round(peak_rss_mib(), 1))  # fmt: skip
     return store
+
+
+def context_length(model: nn.Module) -> int:
+    return int(getattr(model.config, "max_position_embeddings", 2048) or 2048)
+
+
+def make_variant(model: nn.Module, scorer: Scorer, variant: Variant, info, calibration, batch_size: int,
+                 max_length: int) -> tuple[Scorer, dict]:  # fmt: skip
+    """Make ``variant`` from the base weights just restored: quantize them in place, or
+    load its artifact (a checkpoint beside the base, scored with the base's output head
+    as reference). Returns the scorer to evaluate it with and its manifest fields."""
+    in_place = info.format == "gguf" if info else quantizes_output_head(model, variant.config)
+    if in_place:
+        scorer.reference_head.keep_copy()  # the baseline's head stays the reference
+    if info is None:
+        return scorer, asdict(quantize_(model, variant.config, calibration))
+    loaded, report = load_artifact(model, info)
+    active = scorer if loaded is model else Scorer(loaded, scorer.pad_id, batch_size=batch_size, max_length=max_length,
+                                                   reference_head=scorer.reference_head)  # fmt: skip
+    return active, {**asdict(report), "source": str(info.path), "tensor_types": info.tensor_types}
 
 
 def _check_context(suite, max_length: int) -> None:

@@ -67,12 +67,16 @@ def required(finding: Finding) -> str:
 
 
 def rank(findings, resolves: dict | None = None) -> list[Finding]:
-    """Failures before warnings; then findings on slices that can resolve their tolerance
+    """Failures before warnings; then warnings on slices that can resolve their tolerance
     before those on slices too small to (whose point estimates are mostly noise); larger
-    excess first; one finding per variant x task x slice (its worst rule)."""
-    blind = lambda f: (resolves or {}).get((f.task, f.slice, f.rule)) is False  # noqa: E731
+    excess first, then the narrower interval; one finding per variant x task x slice."""
+
+    def blind(f: Finding) -> bool:
+        return f.severity == "warn" and (resolves or {}).get((f.task, f.slice, f.rule)) is False
+
+    width = lambda f: f.ci[1] - f.ci[0] if all(map(math.isfinite, f.ci)) else math.inf  # noqa: E731
     flagged = sorted((f for f in findings if f.severity != "pass"),
-                     key=lambda f: (f.severity != "fail", blind(f), -excess(f), f.variant, f.task, f.slice))  # fmt: skip
+                     key=lambda f: (f.severity != "fail", blind(f), -excess(f), width(f), f.variant, f.task, f.slice))  # fmt: skip
     seen, out = set(), []
     for f in flagged:
         key = (f.variant, f.task, f.slice)
@@ -82,13 +86,33 @@ def rank(findings, resolves: dict | None = None) -> list[Finding]:
     return out
 
 
+def _spread(ranked: list[Finding], widths: dict[str, float], limit: int) -> list[Finding]:
+    """At most ``limit`` findings, one per variant x task, taken in turn from each variant
+    (widest first: the one closest to shipping), kept in rank order."""
+    queues: dict[str, list[Finding]] = {}
+    tasks = set()
+    for f in ranked:
+        if (f.variant, f.task) not in tasks:
+            tasks.add((f.variant, f.task))
+            queues.setdefault(f.variant, []).append(f)
+    order = sorted(queues, key=lambda v: -widths.get(v, 0.0))
+    chosen: list[Finding] = []
+    while len(chosen) < limit and any(queues.values()):
+        for variant in order:
+            if queues[variant] and len(chosen) < limit:
+                chosen.append(queues[variant].pop(0))
+    position = {id(f): i for i, f in enumerate(ranked)}
+    return sorted(chosen, key=lambda f: position[id(f)])
+
+
 def top_findings(verdict: Verdict | None, items: pd.DataFrame, metrics: dict[str, str],
                  resolves: dict[tuple[str, str, str], bool], limit: int = TOP) -> list[Ranked]:  # fmt: skip
     if verdict is None:
         return []
     rows = explode_slices(add_fragile(items)) if not items.empty else items
     out = []
-    for f in rank(verdict.findings, resolves)[:limit]:
+    widths = {v.variant: v.effective_bits for v in verdict.variants}
+    for f in _spread(rank(verdict.findings, resolves), widths, limit):
         out.append(
             Ranked(
                 f,
@@ -148,25 +172,26 @@ def rest_lines(
             sum(f.severity == "fail" for f in mine),
             sum(f.severity == "warn" for f in mine),
         )
-        blind = sum(resolves.get((f.task, f.slice, f.rule)) is False for f in mine)
+        blind = sum(
+            f.severity == "warn" and resolves.get((f.task, f.slice, f.rule)) is False for f in mine
+        )
         parts = [
             f"{n} more {word}{'s' if n != 1 else ''}"
             for n, word in ((fails, "fail"), (warns, "warning"))
             if n
         ]
         note = ""
-        if blind == len(mine):
-            note = " — all on slices too small to resolve their tolerance (see qharness plan)"
+        if blind and blind == warns:
+            note = " — every warning on slices too small to resolve their tolerance (see qharness plan)"
         elif blind:
-            note = f" — {blind} on slices too small to resolve their tolerance (see qharness plan)"
+            note = f" — {blind} warnings on slices too small to resolve their tolerance (see qharness plan)"
         lines.append(f"{slice_}: {', '.join(parts)}{note}")
-    if len(lines) > REST_LINES:  # the smallest groups, in one line
-        others = lines[REST_LINES - 1 :]
-        counted = sum(int(line.split(": ", 1)[1].split()[0]) for line in others)
-        lines = [
-            *lines[: REST_LINES - 1],
-            f"{len(others)} other slices: {counted}+ more findings (see report.html)",
-        ]
+    if len(lines) > REST_LINES:  # the later groups, in one line
+        groups = list(dict.fromkeys(f.slice for f in rest))
+        later = [f for f in rest if f.slice in groups[REST_LINES - 1 :]]
+        lines = [*lines[: REST_LINES - 1], f"{len(groups) - REST_LINES + 1} other slices: "
+                 f"{sum(f.severity == 'fail' for f in later)} fails, {sum(f.severity == 'warn' for f in later)} "
+                 "warnings (see report.html)"]  # fmt: skip
     return lines
 
 

@@ -195,7 +195,7 @@ def _what_broke(top, rest: list[str]) -> str:
         return ""
     frame = pd.DataFrame([{"#": i, "": r.finding.severity.upper(), "variant": r.finding.variant,
                            "task / slice": f"{r.finding.task} / {r.finding.slice}", "rule": r.finding.rule,
-                           "finding": r.finding.message + (" (slice too small to resolve it)" if r.resolves is False else ""),
+                           "finding": r.finding.message + (" (slice too small to resolve it)" if r.resolves is False and r.finding.severity == "warn" else ""),
                            "examples (baseline → variant)": "; ".join(r.examples)}
                           for i, r in enumerate(top, start=1)])  # fmt: skip
     css = {"": lambda v: "fail" if v == "FAIL" else ""}

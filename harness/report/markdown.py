@@ -70,7 +70,11 @@ def what_broke_lines(top, rest: list[str]) -> list[str]:
              "|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for i, r in enumerate(top, start=1):
         f = r.finding
-        blind = " — slice too small to resolve it" if r.resolves is False else ""
+        blind = (
+            " — slice too small to resolve it"
+            if r.resolves is False and f.severity == "warn"
+            else ""
+        )
         lines.append(f"| {i} | {f.severity.upper()} | {escape_md(f.variant)} | {escape_md(f.task)} / {escape_md(f.slice)} "
                      f"| {escape_md(measure(f))} | {observed(f)}{blind} | {required(f)} "
                      f"| {'; '.join(map(escape_md, r.examples)) or '–'} |")  # fmt: skip
