@@ -6,18 +6,19 @@ mode), and in safety mode passes it only when the upper bound is below T. With a
 per-comparison two-sided level ``1 - a`` (Bonferroni over the variant's comparisons)
 and ``z = z(1 - a/2) + z(power)``:
 
-* **MDE** (harm mode): the true loss the gate fails with the given power,
-  ``L = T + z * se(L)``.
+* **MDE** (harm mode): the true loss the gate fails with the given power: the drop
+  ``L`` whose estimate clears the fail boundary ``b`` (where ``b - crit * se(b) = T``)
+  that often, ``L = b + z(power) * se(L)``.
 * **Items to resolve the tolerance**: the size at which the MDE is at most twice the
   tolerance (a loss of 2T fails with 80% power).
 * **Items to show safety** (safety mode): the size at which a variant whose true loss is
-  half the tolerance passes with 80% power, ``T - T/2 = z * se(T/2)``.
+  half the tolerance passes with 80% power.
 
 Accuracy drops are modelled as flips on the items the baseline gets right, plus the
 gains ``g`` (wrong -> right, per item) observed in a variant when one exists; the
 standard error is the gate's own ratio-estimator one (see :func:`_drop_se`). Flip rates
-are binomial, their MDE exact. Perplexity, KLD and top-1 take the standard error of a
-variant's observed interval (``--from`` a run), scaled by ``1/sqrt(n)``.
+are binomial, their MDE exact. Perplexity, KLD and top-1 take the variants' observed
+spread (``--from`` a run), scaled to the tolerance (see :func:`_nearest`).
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
-import numpy as np
 import pandas as pd
 from scipy.stats import binom, norm
 from scipy.stats import t as t_dist
@@ -160,12 +160,15 @@ def se_mde(tolerance: float, se: float, level: float, direction: str = "max",
     return tolerance + shift if direction == "max" else tolerance - shift
 
 
-def se_items_needed(tolerance: float, se: float, n: int, level: float, power: float = POWER) -> int:
-    """Items at which the MDE of an ``se``-scaled rule is within ``RESOLVE x tolerance``."""
-    if not math.isfinite(se) or tolerance <= 0:
+def se_items_needed(tolerance: float, se: float, n: int, level: float, direction: str = "max",
+                    power: float = POWER) -> int:  # fmt: skip
+    """Items at which an ``se``-scaled rule fails a loss of ``RESOLVE x`` its tolerance:
+    twice the tolerance for "at most" rules, twice the allowed shortfall ``1 - T`` below
+    full agreement for "at least" rules."""
+    allowed = tolerance if direction == "max" else 1 - tolerance
+    if not math.isfinite(se) or allowed <= 0:
         return 0
-    margin = (RESOLVE - 1) * tolerance
-    return math.ceil(n * (z_sum(level, power) * se / margin) ** 2)
+    return math.ceil(n * (z_sum(level, power) * se / ((RESOLVE - 1) * allowed)) ** 2)
 
 
 @dataclass(frozen=True)
@@ -192,8 +195,8 @@ def slice_power(baseline: pd.DataFrame, metrics: dict[str, str], policy,
     """For every task x slice of the baseline's rows and every rule the gate applies
     there: the MDE and the items needed, at the level the gate uses (Bonferroni over the
     variant's comparisons). Accuracy and flip rules need only the baseline (assuming pure
-    drops: no gains); perplexity, KLD and top-1 take the median standard error of the
-    variants in ``comparisons`` (none: not known before a variant ran)."""
+    drops: no gains); perplexity, KLD and top-1 take the variants' spread in
+    ``comparisons`` scaled to the tolerance (none: not known before a variant ran)."""
     from harness.gate import chosen_rules
     from harness.stats import add_fragile, explode_slices, family_size
 
@@ -221,7 +224,7 @@ def slice_power(baseline: pd.DataFrame, metrics: dict[str, str], policy,
                     f"baseline accuracy {a:.2f}, pure drops",
                 )
             else:
-                se = spread.get((task, slice_, rule.field))
+                se = _nearest(spread.get((task, slice_, rule.field)), tol, rule.direction)
                 if se is None:
                     mde, need, safe, basis = (
                         math.nan,
@@ -231,26 +234,45 @@ def slice_power(baseline: pd.DataFrame, metrics: dict[str, str], policy,
                     )
                 else:
                     mde = se_mde(tol, se, level, rule.direction)
-                    need, safe, basis = (
-                        se_items_needed(tol, se, n, level),
-                        None,
-                        "variants' median spread",
-                    )
+                    need = se_items_needed(tol, se, n, level, rule.direction)
+                    safe, basis = None, "variants' spread, scaled to the tolerance"
             out.append(SlicePower(task, slice_, rule.describe(), n, tol, mde, need, safe, basis))
     return out
 
 
-def _observed_se(comparisons: list, level: float) -> dict[tuple[str, str, str], float]:
-    """(task, slice, Comparison field) -> the median standard error over variants, read
-    back from their intervals (half-width / critical value)."""
+def _observed_se(
+    comparisons: list, level: float
+) -> dict[tuple[str, str, str], list[tuple[float, float]]]:
+    """(task, slice, Comparison field) -> (value, standard error) of each variant, the
+    error read back from its interval (half-width / critical value)."""
     z = float(norm.ppf(1 - (1 - level) / 2))
-    spreads: dict[tuple[str, str, str], list[float]] = {}
+    spreads: dict[tuple[str, str, str], list[tuple[float, float]]] = {}
     for c in comparisons:
         for field in ("loss", "kld", "top1"):
-            ci = getattr(c, f"{field}_ci")
-            if ci is not None and all(map(math.isfinite, ci)):
-                spreads.setdefault((c.task, c.slice, field), []).append((ci[1] - ci[0]) / (2 * z))
-    return {key: float(np.median(values)) for key, values in spreads.items()}
+            ci, value = getattr(c, f"{field}_ci"), getattr(c, field)
+            if ci is not None and value is not None and all(map(math.isfinite, (*ci, value))):
+                spreads.setdefault((c.task, c.slice, field), []).append(
+                    (value, (ci[1] - ci[0]) / (2 * z))
+                )
+    return spreads
+
+
+def _nearest(
+    spreads: list[tuple[float, float]] | None, tolerance: float, direction: str = "max"
+) -> float | None:
+    """The standard error expected of a variant sitting at the tolerance: the spread grows
+    with the shift (KLD, a perplexity increase or top-1 disagreement are means of
+    non-negative per-item amounts), so each variant's ratio of standard error to its shift
+    is scaled to the tolerance's shift, and the median taken."""
+    ratios = []
+    for value, se in spreads or []:
+        shift = value if direction == "max" else 1 - value
+        if shift > 1e-9:
+            ratios.append(se / shift)
+    if not ratios:
+        return None
+    allowed = tolerance if direction == "max" else 1 - tolerance
+    return allowed * float(pd.Series(ratios).median())
 
 
 def power_frame(powers: list[SlicePower]) -> pd.DataFrame:

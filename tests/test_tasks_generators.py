@@ -101,7 +101,7 @@ def test_long_context_needles_sit_at_their_depth():
         json.loads(line)
         for line in (REPO / "tasks" / "data" / "passkey.jsonl").read_text().splitlines()
     ]
-    assert len(items) == 15
+    assert len(items) == 25  # five lengths x five depths
     for item in items:
         depth = int(next(s for s in item["slices"] if s.startswith("depth:")).split(":")[1])
         position = item["context"].index(f"The pass key is {item['answer']}") / len(item["context"])
