@@ -107,6 +107,8 @@ def available_bytes(device) -> int | None:
     if device.type == "cuda":
         import torch
 
+        if device.index is None and torch.cuda.device_count() > 1:  # spread over every GPU
+            return sum(int(torch.cuda.mem_get_info(i)[0]) for i in range(torch.cuda.device_count()))
         return int(torch.cuda.mem_get_info(device)[0])
     free = None
     try:

@@ -132,7 +132,8 @@ def load_model(spec: ModelSpec):
             raise InputError(f"model folder not found: {path}")
         if path.is_dir() and not spec.trust_remote_code:
             _refuse_custom_code(path)
-        kwargs = {"revision": spec.revision, "trust_remote_code": spec.trust_remote_code}
+        kwargs = {"revision": spec.revision, "trust_remote_code": spec.trust_remote_code,
+                  **spread_over_devices(spec)}  # fmt: skip
         try:
             model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kwargs)
             tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
@@ -141,7 +142,9 @@ def load_model(spec: ModelSpec):
             # than tensors (transformers loads .bin files with weights_only=True)
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise InputError(f"could not load model {source!r}: {reason[:300]}") from None
-    model.to(resolve_device(spec.device)).eval()
+    if not getattr(model, "hf_device_map", None):  # accelerate placed a spread model itself
+        model.to(resolve_device(spec.device))
+    model.eval()
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer
@@ -224,6 +227,15 @@ def weight_files(spec: ModelSpec) -> list[Path]:
     empty for Hub ids and GGUF files."""
     path = default_model_dir() if spec.source == "default" else Path(spec.source).expanduser()
     return sorted(path.glob("*.safetensors")) if path.is_dir() else []
+
+
+def spread_over_devices(spec: ModelSpec) -> dict:
+    """``--device auto`` on a machine with several GPUs: let accelerate place the layers
+    across them (``device_map="auto"``); the scorer feeds the first layer's device and the
+    hooks move activations on. One device otherwise."""
+    if spec.device == "auto" and torch.cuda.is_available() and torch.cuda.device_count() > 1:
+        return {"device_map": "auto"}
+    return {}
 
 
 def resolve_device(device: str) -> torch.device:

@@ -149,3 +149,14 @@ def test_custom_code_is_refused_without_trust_remote_code(tiny_model_dir, tmp_pa
     err = capsys.readouterr().err.strip().splitlines()
     assert code == EXIT_USAGE and len(err) == 1 and "trust_remote_code" in err[0]
     assert not planted.exists() and not (tmp_path / "run").exists()
+
+
+def test_auto_spreads_a_model_over_several_gpus_only(monkeypatch):
+    from harness.models import spread_over_devices
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert spread_over_devices(ModelSpec(device="auto")) == {"device_map": "auto"}
+    assert spread_over_devices(ModelSpec(device="cuda:1")) == {}
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert spread_over_devices(ModelSpec(device="auto")) == {}
