@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
 import sys
 
 import pandas as pd
@@ -14,7 +13,7 @@ import pytest
 from harness.cli import EXIT_USAGE, main
 from harness.store import RunStore
 from tests.conftest import REPO
-from tests.test_faults import FINISHED, rows, start, wait_for_parts
+from tests.test_faults import FINISHED, another_process_holding, rows, start, wait_for_parts
 
 pytest.importorskip("ray")
 
@@ -131,13 +130,6 @@ def test_the_driver_still_refuses_a_second_run_on_the_same_folder(
 ):
     suite, _ = sequential
     out = tmp_path / "run"
-    holder = subprocess.Popen([sys.executable, "-c", "import pathlib, time; from harness.store import RunStore; "
-                               f"RunStore.lock(pathlib.Path({str(out)!r})); print('locked', flush=True); time.sleep(60)"],
-                              cwd=REPO, stdout=subprocess.PIPE, text=True)  # fmt: skip
-    try:
-        assert holder.stdout.readline().strip() == "locked"
+    with another_process_holding(out) as pid:
         assert main(sweep(tiny_model_dir, suite, out, "--ray")) == EXIT_USAGE
-        assert f"another qharness process (pid {holder.pid}" in capsys.readouterr().err
-    finally:
-        holder.kill()
-        holder.wait()
+    assert f"another qharness process (pid {pid}" in capsys.readouterr().err

@@ -3,6 +3,7 @@ reruns that must store exactly the same rows."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import random
@@ -125,27 +126,34 @@ def test_ctrl_c_keeps_finished_parts_releases_the_lock_and_exits_130(
     RunStore._held_locks.pop(out.resolve()).close()
 
 
-def test_a_busy_folder_is_refused_before_the_model_loads(
-    tiny_model_dir, two_task_suite, tmp_path, capsys, monkeypatch
-):
-    out = tmp_path / "run"
+@contextlib.contextmanager
+def another_process_holding(out):
+    """A second process that holds the lock of run folder ``out``; yields its pid."""
     holder = subprocess.Popen([sys.executable, "-c", "import pathlib, time; from harness.store import RunStore; "
                                f"RunStore.lock(pathlib.Path({str(out)!r})); print('locked', flush=True); time.sleep(60)"],
                               cwd=REPO, stdout=subprocess.PIPE, text=True)  # fmt: skip
     try:
         assert holder.stdout.readline().strip() == "locked"
-
-        def no_loading(spec):
-            raise AssertionError("the model was loaded for a folder in use")
-
-        monkeypatch.setattr("harness.runner.load_model", no_loading)
-        code = main(sweep(tiny_model_dir, two_task_suite, out))
-        err = capsys.readouterr().err.strip().splitlines()
-        assert code == EXIT_USAGE and len(err) == 1
-        assert f"another qharness process (pid {holder.pid}: " in err[0]
+        yield holder.pid
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_a_busy_folder_is_refused_before_the_model_loads(
+    tiny_model_dir, two_task_suite, tmp_path, capsys, monkeypatch
+):
+    out = tmp_path / "run"
+
+    def no_loading(spec):
+        raise AssertionError("the model was loaded for a folder in use")
+
+    monkeypatch.setattr("harness.runner.load_model", no_loading)
+    with another_process_holding(out) as pid:
+        code = main(sweep(tiny_model_dir, two_task_suite, out))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == EXIT_USAGE and len(err) == 1
+    assert f"another qharness process (pid {pid}: " in err[0]
 
 
 def test_a_full_disk_leaves_every_file_whole_and_a_rerun_resumes(
