@@ -50,7 +50,7 @@ def test_reports_name_the_scoring_dtype(tmp_path):
         assert "scored in bfloat16" in text.lower() and "float32" not in text
 
 
-def test_markdown_stays_under_60_lines_with_many_variants(tmp_path):
+def test_markdown_and_terminal_stay_short_with_many_variants(tmp_path, capsys):
     effects = {f"m{i}-w{b}": {"noise": 0.01 * b} for i in range(4) for b in (8, 4, 3, 2)}
     sizes = {name: (int(name[-1]), float(name[-1]) + 0.25, 100 * int(name[-1])) for name in effects}
     info = manifest(sizes)
@@ -60,6 +60,9 @@ def test_markdown_stays_under_60_lines_with_many_variants(tmp_path):
     main(["gate", str(store.root)])
     text = (store.root / "report.md").read_text()
     assert len(text.splitlines()) < 60 and "**Methods × bits**" in text and "| m3 |" in text
+    out = capsys.readouterr().out.strip().splitlines()  # the terminal summary
+    assert len(out) <= 15 and "more variants in report.md" in "\n".join(out)
+    assert pd.read_csv(store.root / "power.csv")["resolves"].dtype == bool
 
 
 def test_html_is_self_contained(run):
