@@ -206,9 +206,7 @@ def evaluate_task(
         )
         correct = correct_norm = margin = None
         prediction = ""
-        if task.kind == "perplexity":
-            score = nll / n_tokens
-        elif task.kind == "multiple_choice":
+        if task.kind == "multiple_choice":
             lls = [float(s.token_logprobs.sum()) for s in by_item[n]]
             normed = [
                 ll / max(length, 1) for ll, length in zip(lls, item.choice_lengths, strict=True)
@@ -219,19 +217,16 @@ def evaluate_task(
             others = [ll for i, ll in enumerate(lls) if i != item.gold]
             margin = lls[item.gold] - max(others)
             prediction = str(choice)
-            score = float(correct)
         elif task.metric == "greedy_match":  # the gold answer is what greedy decoding yields
             correct = all(p.greedy for p in parts)
             prediction = item.target if correct else ""
-            score = float(correct)
-        else:
+        elif task.kind == "generate":
             prediction = generations[n]
             correct = extract_answer(prediction, task.answer_regex) == item.target.strip()
-            score = float(correct)
         nonfinite = sum(s.nonfinite for s in by_item[n])
         if nonfinite and correct is not None:  # never right by accident of a broken forward pass
-            correct, score = False, 0.0
-            correct_norm = None if correct_norm is None else False
+            correct, correct_norm = False, None if correct_norm is None else False
+        score = nll / n_tokens if task.kind == "perplexity" else float(correct)
         rows.append(ItemResult(
             variant=variant, task=task.name, item_id=item.item_id, slices=item.slices, correct=correct,
             correct_norm=correct_norm, score=score, nll=nll, gold_logprob=-nll, n_tokens=n_tokens,
