@@ -39,35 +39,34 @@ STATS_NOTE = (
 )
 
 
-def resolve_policy(store: RunStore, policy_path: Path | None, mode: str | None = None) -> Policy:
-    """``--policy FILE`` (then recorded in the run as the policy used), else the policy
-    recorded in the run, else the suite's ``gate:`` block, else the built-in defaults;
-    ``mode`` (``--gate-mode``) overrides its mode and is recorded with it."""
+def resolve_policy(store: RunStore, policy_path: Path | None, mode: str | None = None,
+                   record: bool = True) -> Policy:  # fmt: skip
+    """``--policy FILE``, else the policy recorded in the run, else the suite's ``gate:``
+    block, else the built-in defaults; ``mode`` (``--gate-mode``) overrides its mode. With
+    ``record`` the policy used is recorded in the run (a gate decision); without, the run
+    is only read (``qharness plan``)."""
     policy = _resolve_policy(store, policy_path)
-    if mode is not None and mode != policy.mode:
+    if mode is not None:
         policy = dataclasses.replace(policy, mode=mode)
+    if record and store.manifest().get("policy") != policy_record(policy):
         store.update_manifest(policy=policy_record(policy))
     return policy
 
 
 def _resolve_policy(store: RunStore, policy_path: Path | None) -> Policy:
     if policy_path is not None:
-        policy = load_policy(policy_path)
-        store.update_manifest(policy=policy_record(policy))
-        return policy
+        return load_policy(policy_path)
     manifest = store.manifest()
     if manifest.get("policy"):
         recorded = manifest["policy"]
         return dataclasses.replace(parse_policy(recorded["gate"], "the run's recorded policy"),
                                    source=recorded["source"])  # fmt: skip
     raw = manifest.get("suite", {}).get("gate")
-    policy = (
+    return (
         parse_policy(raw, f"suite {manifest.get('suite', {}).get('path', '?')}")
         if raw
         else parse_policy(None, "")
     )
-    store.update_manifest(policy=policy_record(policy))
-    return policy
 
 
 def policy_record(policy: Policy) -> dict:

@@ -63,7 +63,7 @@ def plan_from_run(run_dir: Path, policy_path: Path | None):
     items = store.load_items()
     if items.empty or "baseline" not in set(items["variant"]):
         raise InputError(f"{run_dir} has no baseline results yet")
-    policy = resolve_policy(store, policy_path)
+    policy = resolve_policy(store, policy_path, record=False)
     metrics = {t["name"]: t["metric"] for t in manifest.get("suite", {}).get("tasks", [])}
     comparisons = compare(items, metrics, alpha=policy.alpha, min_items=1)
     powers = slice_power(items[items["variant"] == "baseline"], metrics, policy, comparisons)

@@ -32,9 +32,11 @@ def test_plan_from_a_run_uses_its_accuracy_and_its_variants_spread(tmp_path, cap
     store = store_run(
         tmp_path / "run", make_items(1, effects, n=200), manifest({"w4": (4, 4.25, 300)})
     )
+    before = (store.root / "manifest.json").read_bytes()
     code = main(["plan", "--from", str(store.root), "--gate-mode", "safety"])
     out = capsys.readouterr().out.splitlines()
     assert code == EXIT_OK and "(safety mode)" in out[0]
+    assert (store.root / "manifest.json").read_bytes() == before  # planning only reads the run
     kld = next(
         line.split()
         for line in out
