@@ -114,14 +114,12 @@ def _load_gguf(path: Path, dtype: torch.dtype):
 
 def load_model(spec: ModelSpec):
     """Load ``spec`` as an eval-mode causal LM and its tokenizer (pad token set)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     if spec.dtype not in _DTYPES:
         raise InputError(f"unsupported dtype {spec.dtype!r} (choose from {', '.join(_DTYPES)})")
     dtype = _DTYPES[spec.dtype]
-    source = spec.source
-    if source == "default":
-        source = str(default_model_dir())
+    source = model_source(spec)
     path = Path(source).expanduser()
     if path.suffix == ".gguf":
         if not path.is_file():
@@ -130,13 +128,11 @@ def load_model(spec: ModelSpec):
     else:
         if source.startswith((".", "/", "~")) and not path.exists():
             raise InputError(f"model folder not found: {path}")
-        if path.is_dir() and not spec.trust_remote_code:
-            _refuse_custom_code(path)
+        tokenizer = load_tokenizer(spec)  # first: it refuses custom code before any is loaded
         kwargs = {"revision": spec.revision, "trust_remote_code": spec.trust_remote_code,
                   **spread_over_devices(spec)}  # fmt: skip
         try:
             model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kwargs)
-            tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
         except (OSError, ValueError, pickle.UnpicklingError, RuntimeError) as exc:
             # no weights, custom code without --trust-remote-code, or a pickle that is more
             # than tensors (transformers loads .bin files with weights_only=True)
@@ -145,9 +141,14 @@ def load_model(spec: ModelSpec):
     if not getattr(model, "hf_device_map", None):  # accelerate placed a spread model itself
         model.to(resolve_device(spec.device))
     model.eval()
-    if tokenizer.pad_token_id is None:
+    if tokenizer.pad_token_id is None:  # (a GGUF's tokenizer; load_tokenizer sets its own)
         tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer
+
+
+def model_source(spec: ModelSpec) -> str:
+    """Where ``spec``'s files are: the default model's cached folder, or its own source."""
+    return str(default_model_dir()) if spec.source == "default" else spec.source
 
 
 def _refuse_custom_code(folder: Path) -> None:
@@ -172,7 +173,7 @@ def memory_need(spec: ModelSpec, batch_tokens: int, artifact_bytes: int = 0) -> 
     the config cannot be read without loading (a GGUF file, an unreachable Hub id)."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    source = str(default_model_dir()) if spec.source == "default" else spec.source
+    source = model_source(spec)
     if Path(source).suffix == ".gguf":
         return None
     try:
@@ -202,7 +203,7 @@ def load_tokenizer(spec: ModelSpec):
     """The tokenizer of ``spec`` alone (no weights), pad token set."""
     from transformers import AutoTokenizer
 
-    source = str(default_model_dir()) if spec.source == "default" else spec.source
+    source = model_source(spec)
     path = Path(source).expanduser()
     try:
         if path.suffix == ".gguf":
@@ -225,7 +226,7 @@ def weight_files(spec: ModelSpec) -> list[Path]:
     """The safetensors files of a model loaded from a folder (or the default model's
     cache), so the float weights can be re-read from disk instead of kept twice in memory;
     empty for Hub ids and GGUF files."""
-    path = default_model_dir() if spec.source == "default" else Path(spec.source).expanduser()
+    path = Path(model_source(spec)).expanduser()
     return sorted(path.glob("*.safetensors")) if path.is_dir() else []
 
 
