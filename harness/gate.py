@@ -270,56 +270,57 @@ def decide(
                                f"non-finite outputs or scores; {op} {_fmt(tol, rule.percent)} required")  # fmt: skip
     beyond = observed > tol if rule.direction == "max" else observed < tol
     settled = ((low > tol) if rule.direction == "max" else (high < tol)) and c.n >= min_items
-    if mode == "safety":
-        return _decide_safety(rule, c, min_items, observed, (low, high), settled, where)
-    severity = "fail" if settled else "warn" if beyond else "pass"
     text = (f"{where} {_fmt(observed, rule.percent)} "
             f"[{_fmt(low, rule.percent)}, {_fmt(high, rule.percent)}] {op} {_fmt(tol, rule.percent)} required")  # fmt: skip
+    if mode == "safety":
+        severity, note = _safety(rule, c, min_items, observed, (low, high), settled, beyond)
+    else:
+        severity, note = _harm(c, min_items, observed, (low, high), tol, settled, beyond)
+    return Finding(rule=rule.describe(), severity=severity, variant=c.variant, task=c.task, slice=c.slice,
+                   metric=rule.kind, observed=float(observed), threshold=tol, ci=(float(low), float(high)),
+                   message=f"{severity.upper()}: {text}{note}")  # fmt: skip
+
+
+def _harm(c: Comparison, min_items: int, observed: float, ci: tuple[float, float], tol: float,
+          settled: bool, beyond: bool) -> tuple[str, str]:  # fmt: skip
+    """Harm mode: fail what the interval shows beyond the tolerance; warn on a point
+    estimate beyond it. Returns the severity and what the message adds."""
+    severity = "fail" if settled else "warn" if beyond else "pass"
     if severity == "warn" and c.n < min_items:
-        text += f"; only {c.n} item(s): too few to settle (a fail needs at least {min_items})"
-    elif severity == "warn":
-        half, gap = (high - low) / 2, abs(observed - tol)
+        return (
+            severity,
+            f"; only {c.n} item(s): too few to settle (a fail needs at least {min_items})",
+        )
+    if severity == "warn":
+        half, gap = (ci[1] - ci[0]) / 2, abs(observed - tol)
         more = (
             math.ceil(c.n * (half / gap) ** 2) - c.n
             if gap > 0 and math.isfinite(half)
             else math.inf
         )
-        text += f"; not settled at n={c.n}: about {more} more items would settle it"
-    return Finding(rule=rule.describe(), severity=severity, variant=c.variant, task=c.task, slice=c.slice,
-                   metric=rule.kind, observed=float(observed), threshold=tol, ci=(float(low), float(high)),
-                   message=f"{severity.upper()}: {text}")  # fmt: skip
+        return severity, f"; not settled at n={c.n}: about {more} more items would settle it"
+    return severity, ""
 
 
-def _decide_safety(rule: Rule, c: Comparison, min_items: int, observed: float,
-                   ci: tuple[float, float], harmful: bool, where: str) -> Finding:  # fmt: skip
-    """Safety mode: pass only when the interval lies within the tolerance."""
-    (low, high), tol, pct = ci, rule.tolerance, rule.percent
-    op = "≤" if rule.direction == "max" else "≥"
-    shown = (high <= tol if rule.direction == "max" else low >= tol) and c.n >= min_items
-    text = f"{where} {_fmt(observed, pct)} [{_fmt(low, pct)}, {_fmt(high, pct)}] {op} {_fmt(tol, pct)} required"
-    if shown:
-        severity = "pass"
-    elif harmful:
-        severity, text = "fail", text + "; shown beyond the tolerance"
-    elif c.n < min_items:
-        severity = "fail"
-        text += f"; not enough evidence: only {c.n} item(s), safety needs at least {min_items}"
-    else:
-        severity = "fail"
-        edge = high if rule.direction == "max" else low
-        gap, half = abs(tol - observed), abs(edge - observed)
-        beyond = (rule.direction == "max" and observed >= tol) or (
-            rule.direction == "min" and observed <= tol
+def _safety(rule: Rule, c: Comparison, min_items: int, observed: float, ci: tuple[float, float],
+            harmful: bool, beyond: bool) -> tuple[str, str]:  # fmt: skip
+    """Safety mode: pass only when the interval lies within the tolerance. Returns the
+    severity and what the message adds."""
+    (low, high), tol = ci, rule.tolerance
+    if (high <= tol if rule.direction == "max" else low >= tol) and c.n >= min_items:
+        return "pass", ""
+    if harmful:
+        return "fail", "; shown beyond the tolerance"
+    if c.n < min_items:
+        return (
+            "fail",
+            f"; not enough evidence: only {c.n} item(s), safety needs at least {min_items}",
         )
-        more = (
-            ""
-            if beyond or gap == 0
-            else f"; about {max(math.ceil(c.n * (half / gap) ** 2) - c.n, 1)} more items would show it if the loss is as observed"
-        )
-        text += f"; not enough evidence that it is within tolerance at n={c.n}{more}"
-    return Finding(rule=rule.describe(), severity=severity, variant=c.variant, task=c.task, slice=c.slice,
-                   metric=rule.kind, observed=float(observed), threshold=tol, ci=(float(low), float(high)),
-                   message=f"{severity.upper()}: {text}")  # fmt: skip
+    gap, half = abs(tol - observed), abs((high if rule.direction == "max" else low) - observed)
+    more = "" if beyond or observed == tol else (
+        f"; about {max(math.ceil(c.n * (half / gap) ** 2) - c.n, 1)} more items would show it "
+        "if the loss is as observed")  # fmt: skip
+    return "fail", f"; not enough evidence that it is within tolerance at n={c.n}{more}"
 
 
 def chosen_rules(policy: Policy, task: str, slice_: str, metric: Metric) -> list[Rule]:
