@@ -12,6 +12,7 @@ import pandas as pd
 from harness.gate import RULES
 from harness.metrics import get_metric
 from harness.records import Finding, Verdict
+from harness.registry import UnknownName
 from harness.stats import add_fragile, explode_slices
 
 TOP = 10
@@ -137,7 +138,7 @@ def _examples(
     base, mine = base.loc[shared], mine.loc[shared]
     try:
         outcome = get_metric(metric_name).outcome
-    except Exception:  # an unknown metric: no outcome to compare
+    except UnknownName:  # a metric this run does not know: no outcome to compare
         outcome = False
     if outcome and mine["correct"].notna().any():
         flipped = base["correct"].eq(True) & mine["correct"].eq(False)
@@ -156,9 +157,7 @@ def _describe(item_id: str, base: pd.Series, mine: pd.Series, width: int = 24) -
     return f"{cut(item_id)}: KLD {float(mine.get('kld') or math.nan):.3g}"
 
 
-def rest_lines(
-    verdict: Verdict | None, shown: list[Ranked], resolves: dict, min_items: int
-) -> list[str]:
+def rest_lines(verdict: Verdict | None, shown: list[Ranked], resolves: dict) -> list[str]:
     """One line per slice for the findings not shown: how many fails and warnings, and
     how many of those sit on slices too small to resolve their tolerance."""
     if verdict is None:
@@ -231,8 +230,7 @@ def what_broke(verdict: Verdict | None, items: pd.DataFrame, manifest: dict,
     metrics = {t["name"]: t["metric"] for t in manifest.get("suite", {}).get("tasks", [])}
     resolves = resolves_map(power)
     top = top_findings(verdict, items, metrics, resolves)
-    min_items = int(manifest.get("policy", {}).get("gate", {}).get("min_items", 10))
-    return top, rest_lines(verdict, top, resolves, min_items)
+    return top, rest_lines(verdict, top, resolves)
 
 
 def terminal_summary_of(store, verdict: Verdict) -> str:
