@@ -57,12 +57,20 @@ def test_hessian_is_the_average_of_2_x_xt():
     assert torch.allclose(solver.hessian, 2 * inputs.T @ inputs / len(inputs), rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("act_order", [False, True])
 @pytest.mark.parametrize("bits", [2, 3, 4])
-def test_matches_the_plain_obq_update_rule(bits):
+def test_matches_the_plain_obq_update_rule(bits, act_order):
+    """In act-order, the plain rule runs on the columns sorted by falling Hessian
+    diagonal (the grid per row is fixed from the original weights either way)."""
     layer, inputs = layer_and_inputs(seed=bits)
     solver = solver_for(layer, inputs)
-    expected = plain_obq(layer.weight.detach(), solver.hessian, bits, damp=0.01)
-    got = solver.quantize(make_config("gptq", bits=bits, group_size=None, block_size=16))
+    weight, hessian = layer.weight.detach(), solver.hessian
+    order = torch.argsort(torch.diag(hessian), descending=True) if act_order else torch.arange(48)
+    expected = plain_obq(weight[:, order], hessian[order][:, order], bits, damp=0.01)
+    expected = expected[:, torch.argsort(order)]
+    got = solver.quantize(
+        make_config("gptq", bits=bits, group_size=None, block_size=16, act_order=act_order)
+    )
     same = torch.isclose(got, expected, atol=1e-5).float().mean()
     assert same > 0.99  # float32 vs float64: a rare tie may round the other way
     assert output_error(layer, inputs, got) == pytest.approx(

@@ -37,7 +37,7 @@ def test_variants_file(tmp_path):
         encoding="utf-8",
     )
     variants = load_variants(path)
-    assert [v.name for v in variants] == ["gptq-w4g64-act", "gguf-w4g32-q4_1", "rtn-w2g128-mp1"]
+    assert [v.name for v in variants] == ["gptq-w4g64", "gguf-w4g32-q4_1", "rtn-w2g128-mp1"]
     assert variants[2].config.layer_bits == (("model.layers.0.*", 8),)
 
 
@@ -48,7 +48,7 @@ def test_variants_file(tmp_path):
             "- {method: rtn, bits: 4}\n- {method: rtn, bits: 4}\n",
             "entry 2: variant 'rtn-w4g128' is listed twice",
         ),
-        ("- {bits: 4}\n", "entry 1 must be a mapping with a 'method' or a 'model' key"),
+        ("- {bits: 4}\n", "entry 1 must be a mapping with a 'method', 'model' or 'kv_bits' key"),
         ("- {method: hqq, bits: 7}\n", "entry 1: method 'hqq' supports bits"),
         (
             "- {method: rtn, bits: 4, colour: red}\n",

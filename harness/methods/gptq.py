@@ -5,7 +5,11 @@ of the layer's inputs, so the layer's *outputs* on calibration text change least
 A native implementation of the reference algorithm (IST-DASLab ``gptq``): Hessian
 ``2XᵀX/n`` from calibration activations, dampening, Cholesky of its inverse, lazy
 block updates, one min/max grid per group (the RTN grid, so the two methods differ
-only in error feedback), optional act-order with static groups. Decoder blocks are
+only in error feedback). By default columns go in act-order (falling Hessian diagonal)
+with every group's grid fixed up front from the original weights, as llm-compressor's
+default ``actorder="static"`` does; without it, each group's grid comes from the
+error-updated weights as the reference code does (``-noact``: on the default model at
+4 bits, g64, perplexity +31% against +25% with act-order, RTN +36%). Decoder blocks are
 processed in order, each seeing the outputs of the already-quantized blocks before it.
 Evaluated as simulated quantize->dequantize float weights.
 """
@@ -27,6 +31,7 @@ from harness.methods import (
     size_report,
     unquantized_bytes,
 )
+from harness.methods.blocks import block_inputs, decoder_blocks, next_inputs
 from harness.methods.rtn import fake_quantize, grid, round_to_grid, storage_bits
 from harness.records import QuantConfig, QuantReport
 
@@ -39,7 +44,10 @@ class GPTQConfig(QuantConfig):
     bits: int = 4
     group_size: int | None = 128
     symmetric: bool = False
-    act_order: bool = False  # quantize columns by falling Hessian diagonal (static groups)
+    # quantize columns by falling Hessian diagonal, each group's grid fixed up front from
+    # the original weights (llm-compressor's default "static" activation ordering)
+    act_order: bool = True
+    static_groups: bool = False  # without act_order: grids from the original weights too
     damp: float = 0.01  # fraction of the mean Hessian diagonal added to it
     block_size: int = 128  # columns per lazy-update block
     batch_size: int = 8  # calibration sequences per forward pass
@@ -58,7 +66,7 @@ class GPTQConfig(QuantConfig):
     @property
     def variant_name(self) -> str:
         group = f"g{self.group_size}" if self.group_size else ""
-        flags = ("-sym" if self.symmetric else "") + ("-act" if self.act_order else "")
+        flags = ("-sym" if self.symmetric else "") + ("" if self.act_order else "-noact")
         return f"gptq-w{self.bits}{group}{flags}"
 
 
@@ -90,8 +98,10 @@ class GPTQ:
         bits, sym = config.bits, config.symmetric
 
         perm = static = None
-        if config.act_order:  # groups keep their original columns: grids fixed up front
+        if config.act_order or config.static_groups:  # grids fixed up front
             static = [grid(weight[:, s : s + g], bits, sym) for s in range(0, cols, g)]
+            perm = torch.arange(cols)
+        if config.act_order:  # groups keep their original columns
             perm = torch.argsort(torch.diag(hessian), descending=True)
             weight, hessian = weight[:, perm], hessian[perm][:, perm]
         h_inv = _upper_cholesky_of_inverse(hessian, config.damp)
@@ -134,57 +144,8 @@ def _upper_cholesky_of_inverse(hessian: torch.Tensor, damp: float) -> torch.Tens
     raise RuntimeError("GPTQ: the Hessian is not positive definite even with 1000x dampening")
 
 
-class _Captured(Exception):
-    pass
-
-
-def _decoder_blocks(model: nn.Module, layers) -> nn.ModuleList:
-    """The ModuleList holding most of the layers to quantize (a decoder's blocks)."""
-    lists = [m for m in model.modules() if isinstance(m, nn.ModuleList) and len(m) > 0]
-    chosen = {id(layer) for _, layer in layers}
-
-    def held(ml):
-        return sum(id(m) in chosen for m in ml.modules())
-
-    best = max(lists, key=held, default=None)
-    if best is None or held(best) == 0:
-        raise InputError(
-            "method 'gptq': found no stack of decoder blocks holding the Linear layers"
-        )
-    return best
-
-
-def _block_inputs(model, first_block, tokens: torch.Tensor, batch_size: int):
-    """Run the model up to its first block: its call arguments per batch (the hidden
-    states as the ``hidden_states`` keyword)."""
-    captured = []
-
-    def grab(_module, args, kwargs):
-        kwargs = dict(kwargs)
-        if args:
-            args, kwargs["hidden_states"] = args[1:], args[0]
-        captured.append((args, kwargs))
-        raise _Captured
-
-    handle = first_block.register_forward_pre_hook(grab, with_kwargs=True)
-    try:
-        device = next(model.parameters()).device
-        for start in range(0, len(tokens), batch_size):
-            try:
-                model(input_ids=tokens[start : start + batch_size].to(device), use_cache=False)
-            except _Captured:
-                pass
-    finally:
-        handle.remove()
-    return captured
-
-
 def _feed(solver: GPTQ):
     return lambda _module, inputs, _output: solver.add_batch(inputs[0])
-
-
-def _output(result):
-    return result[0] if isinstance(result, tuple | list) else result
 
 
 @register_method(GPTQConfig)
@@ -193,8 +154,8 @@ def quantize_gptq(model: nn.Module, config: GPTQConfig, calib=None) -> QuantRepo
         raise InputError("method 'gptq' needs calibration data (see --calibration)")
     layers = select_linears(model, config.ignore)
     rest = unquantized_bytes(model, layers)
-    blocks = _decoder_blocks(model, layers)
-    batches = _block_inputs(model, blocks[0], calib.tokens, config.batch_size)
+    blocks = decoder_blocks(model, layers, "gptq")
+    batches = block_inputs(model, blocks[0], calib.tokens, config.batch_size)
     done: set[int] = set()
     for block in blocks:
         mine = [layer for _, layer in layers if any(layer is m for m in block.modules())]
@@ -209,8 +170,7 @@ def quantize_gptq(model: nn.Module, config: GPTQConfig, calib=None) -> QuantRepo
         for layer in mine:
             layer.weight.copy_(solvers.pop(id(layer)).quantize(config))
             done.add(id(layer))
-        batches = [(args, {**kwargs, "hidden_states": _output(block(*args, **kwargs))})
-                   for args, kwargs in batches]  # fmt: skip
+        batches = next_inputs(block, batches)
     outside = [layer for _, layer in layers if id(layer) not in done]
     for layer in outside:  # no calibration inputs reach them here: round to nearest
         layer.weight.copy_(
