@@ -31,6 +31,7 @@ from harness.registry import Registry, UnknownName
 METHODS: Registry[type[QuantConfig]] = Registry("quantization method")
 METHODS.register("rtn", "harness.methods.rtn:RTNConfig")
 METHODS.register("gptq", "harness.methods.gptq:GPTQConfig")
+METHODS.register("awq", "harness.methods.awq:AWQConfig")
 METHODS.register("hqq", "harness.methods.hqq:HQQConfig")
 METHODS.register("bnb", "harness.methods.bnb:BnbConfig")
 METHODS.register("gguf", "harness.methods.gguf:GGUFConfig")
