@@ -25,12 +25,13 @@ from harness.records import CalibrationSpec
 SWEEPS = {
     "rtn": (2, 3, 4, 8),
     "gptq": (2, 3, 4, 8),
+    "awq": (2, 3, 4, 8),
     "hqq": (2, 3, 4, 8),
     "bnb": (4, 8),
     "gguf": (4, 5, 8),
     "torchao": (2, 3, 4, 8),
 }
-UNSUPPORTED = {"rtn": 1, "gptq": 1, "hqq": 7, "bnb": 3, "gguf": 3, "torchao": 1}
+UNSUPPORTED = {"rtn": 1, "gptq": 1, "awq": 1, "hqq": 7, "bnb": 3, "gguf": 3, "torchao": 1}
 
 
 @pytest.fixture(scope="module")
@@ -76,8 +77,8 @@ def test_output_keeps_shape_and_dtype_and_error_falls_with_bits(method, tiny_mod
 
 def _fit(method: str) -> dict:
     """Options that fit the tiny model's 64/128-wide rows."""
-    return {"rtn": {"group_size": 32}, "gptq": {"group_size": 32}, "hqq": {"group_size": 32},
-            "torchao": {"group_size": 32}}.get(method, {})  # fmt: skip
+    return {"rtn": {"group_size": 32}, "gptq": {"group_size": 32}, "awq": {"group_size": 32},
+            "hqq": {"group_size": 32}, "torchao": {"group_size": 32}}.get(method, {})  # fmt: skip
 
 
 @pytest.mark.parametrize("method", SWEEPS)
@@ -137,7 +138,7 @@ def test_packed_and_simulated_methods_say_which(tiny_model, calib):
     for method in SWEEPS:
         config = make_config(method, bits=8, **_fit(method))
         simulated[method] = quantize_(copy.deepcopy(tiny_model), config, calib).simulated
-    assert simulated == {"rtn": True, "gptq": True, "gguf": True,
+    assert simulated == {"rtn": True, "gptq": True, "awq": True, "gguf": True,
                          "hqq": False, "bnb": False, "torchao": False}  # fmt: skip
 
 
@@ -154,6 +155,37 @@ def test_torchao_intx_is_stored_one_byte_per_value_whatever_the_bits():
         model = nn.Sequential(nn.Linear(128, 64, bias=False))
         sizes.add(quantize_(model, make_config("torchao", bits=bits, ignore=())).packed_bytes)
     assert len(sizes) == 1
+
+
+def test_torchao_w8a8_quantizes_activations_per_token_and_weights_per_row():
+    """Against the rule written out: symmetric int8 codes with torchao's scale
+    (max|t| / 127.5), one per weight row and one per activation row (token). The output
+    is 10x closer to it than to weight-only int8."""
+    torch.manual_seed(3)
+    layer = nn.Linear(128, 64, bias=False)
+    weight = layer.weight.detach().clone()
+    x = torch.randn(2, 5, 128) * torch.linspace(0.1, 4, 128)
+    model = nn.Sequential(layer)
+    config = make_config("torchao", bits=8, group_size=None, activations="int8", ignore=())
+    report = quantize_(model, config)
+
+    def int8(t):
+        scale = t.abs().amax(dim=-1, keepdim=True) / 127.5
+        return torch.clamp(torch.round(t / scale), -128, 127) * scale
+
+    with torch.no_grad():
+        got = model(x)
+    assert rel_error(got, int8(x) @ int8(weight).T) < 2e-3
+    assert rel_error(got, x @ int8(weight).T) > 5e-3  # activations are quantized too
+    assert report.effective_bits == pytest.approx(8 + 32 / 128) and not report.simulated
+    assert "activations quantized to int8" in report.note
+
+
+def test_fp8_activations_need_a_device_torchao_runs_them_on():
+    model = nn.Sequential(nn.Linear(128, 64, bias=False))
+    config = make_config("torchao", bits=8, group_size=None, activations="fp8", ignore=())
+    with pytest.raises(InputError, match="torchao-w8a8-fp8.*cannot run here"):
+        quantize_(model, config)
 
 
 @pytest.mark.parametrize("method", SWEEPS)
@@ -175,7 +207,7 @@ def test_master_copy_restores_the_base_model_after_every_method(method, tiny_mod
         (
             "gptq",
             {"bits": 3, "group_size": 64, "symmetric": True, "act_order": True},
-            "gptq-w3g64-sym-act",
+            "gptq-w3g64-sym",
         ),
         ("hqq", {"bits": 2}, "hqq-w2g64"),
         ("bnb", {"bits": 4}, "bnb-w4g64"),
@@ -183,6 +215,9 @@ def test_master_copy_restores_the_base_model_after_every_method(method, tiny_mod
         ("gguf", {"bits": 8}, "gguf-w8g32"),
         ("gguf", {"bits": 4, "qtype": "Q4_1"}, "gguf-w4g32-q4_1"),
         ("torchao", {"bits": 8, "group_size": None}, "torchao-w8"),
+        ("torchao", {"bits": 8, "group_size": None, "activations": "int8"}, "torchao-w8a8"),
+        ("torchao", {"bits": 8, "group_size": None, "activations": "fp8"}, "torchao-w8a8-fp8"),
+        ("awq", {"bits": 4, "group_size": 64, "symmetric": True}, "awq-w4g64-sym"),
     ],
 )
 def test_variant_names_and_json_round_trip(method, options, name):
@@ -199,6 +234,8 @@ def test_variant_names_and_json_round_trip(method, options, name):
         ("hqq", {"bits": 4, "group_size": 12}, "group_size must be a multiple of 8"),
         ("torchao", {"bits": 4, "group_size": None}, "per-row scales"),
         ("gptq", {"bits": 4, "damp": 2.0}, "damp must lie in"),
+        ("torchao", {"bits": 4, "group_size": 32, "activations": "int8"}, "8-bit weights"),
+        ("torchao", {"bits": 8, "group_size": None, "activations": "int4"}, "int8 or fp8"),
     ],
 )
 def test_bad_options_are_refused(method, options, message):
