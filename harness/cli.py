@@ -89,6 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     quant.add_argument("--variant-models", default=None, metavar="A,B",
                        help="pre-quantized files of the base model to gate as variants (GGUF); with "
                        "neither --methods nor --bits, the only variants")  # fmt: skip
+    quant.add_argument("--kv-bits", type=_bits, default=None, metavar="B[,B]",
+                       help="also evaluate every variant, and the base weights, with the KV cache "
+                       "quantized to these widths (8, 4, 2; transformers' quantized cache)")  # fmt: skip
     quant.add_argument("--group-size", type=_group_size, default=None,
                        help="weights per scale along the input dimension; 'channel' for one per row "
                        "(default: each method's own, rtn/gptq 128)")  # fmt: skip
@@ -245,6 +248,13 @@ def _method_names() -> str:
 
 def _variants(args) -> tuple[list, list[str]]:
     """The variants to evaluate and the (method, bits) pairs skipped as unsupported."""
+    from harness.variants import with_kv_cache
+
+    variants, skipped = _weight_variants(args)
+    return with_kv_cache(variants, getattr(args, "kv_bits", None) or []), skipped
+
+
+def _weight_variants(args) -> tuple[list, list[str]]:
     from harness.errors import InputError
     from harness.variants import artifact_variants, load_variants, sweep
 
@@ -315,7 +325,7 @@ def cmd_diagnose(args) -> int:
     from harness.report.diagnostics import write_diagnostics
     from harness.suites import load_items, load_suite
 
-    configs = [v.config for v in _variants(args)[0]]
+    configs = [v.config for v in _variants(args)[0] if v.config is not None]
     resolve_device(args.device)
     suite = load_suite(args.suite)
     pools = []

@@ -62,15 +62,17 @@ class Artifact:
 @dataclass(frozen=True)
 class Variant:
     """One model to evaluate: the baseline (no ``config``, no ``artifact``), the base
-    model quantized by a method (``config``), or a pre-quantized ``artifact``."""
+    model quantized by a method (``config``), or a pre-quantized ``artifact``; any of
+    them with its KV cache quantized to ``kv_bits``."""
 
     name: str
     config: QuantConfig | None = None
     artifact: Artifact | None = None
+    kv_bits: int | None = None
 
     @property
     def is_baseline(self) -> bool:
-        return self.config is None and self.artifact is None
+        return self.config is None and self.artifact is None and self.kv_bits is None
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from harness.artifacts import check_compatible, inspect_artifact, load_artifact
 from harness.calibration import calibration_record, item_texts, load_calibration
 from harness.diagnostics import base_precision
 from harness.errors import InputError
+from harness.evaluate.kvcache import kv_cache_record
 from harness.evaluate.lm_eval_adapter import run_samples, to_rows
 from harness.evaluate.scorer import MAX_BATCH_TOKENS, MAX_BATCH_TOKENS_ACCELERATOR, Scorer
 from harness.evaluate.tasks import evaluate_task, prepare
@@ -77,6 +78,9 @@ def _sweep(spec: RunSpec, *, overwrite: bool, progress: bool, argv: list[str] | 
         raise InputError(
             "--ray evaluates the harness's own task kinds; run suites with lm-eval tasks without --ray"
         )
+    if any(v.kv_bits for v in spec.variants) and len(task_items) < len(suite.tasks):
+        raise InputError("a quantized KV cache is applied by the harness's own engine; lm-eval "
+                         "tasks run on lm-eval's, so run them without KV-cache variants")  # fmt: skip
     torch.set_num_threads(spec.threads)
     torch.manual_seed(spec.seed)
 
@@ -175,8 +179,13 @@ def _sweep(spec: RunSpec, *, overwrite: bool, progress: bool, argv: list[str] | 
     stored = store.manifest().get("variants", {})
     records = {}
     for variant in spec.variants:  # a changed config, calibration or artifact must not mix
-        records[variant.name] = {"config": config_to_dict(variant.config)} if variant.config else {
-            "config": None, "artifact": artifacts[variant.name].record()}  # fmt: skip
+        records[variant.name] = {
+            "config": config_to_dict(variant.config) if variant.config else None
+        }
+        if variant.artifact:
+            records[variant.name]["artifact"] = artifacts[variant.name].record()
+        if variant.kv_bits:
+            records[variant.name]["kv_cache"] = kv_cache_record(variant.kv_bits)
         if variant.config is not None and variant.config.needs_calibration:
             records[variant.name]["calibration"] = calibration_record(spec.calibration)
         if any(store.has(variant.name, t.name) for t in suite.tasks):
@@ -320,12 +329,17 @@ def make_variant(model: nn.Module, scorer: Scorer, variant: Variant, info, calib
     in_place = info.format == "gguf" if info else quantizes_output_head(model, variant.config)
     if in_place:
         scorer.reference_head.keep_copy()  # the baseline's head stays the reference
-    if info is None:
-        return scorer, asdict(quantize_(model, variant.config, calibration))
-    loaded, report = load_artifact(model, info)
-    active = scorer if loaded is model else Scorer(loaded, scorer.pad_id, batch_size=batch_size, max_length=max_length,
-                                                   reference_head=scorer.reference_head)  # fmt: skip
-    return active, {**asdict(report), "source": str(info.path), "tensor_types": info.tensor_types}
+    if info is not None:
+        loaded, report = load_artifact(model, info)
+        made = {**asdict(report), "source": str(info.path), "tensor_types": info.tensor_types}
+    elif variant.config is not None:
+        loaded, made = model, asdict(quantize_(model, variant.config, calibration))
+    else:  # the base weights, with a quantized KV cache
+        loaded, made = model, _baseline_record(model)
+    if loaded is model and variant.kv_bits is None:
+        return scorer, made
+    return Scorer(loaded, scorer.pad_id, batch_size=batch_size, max_length=max_length,
+                  reference_head=scorer.reference_head, kv_bits=variant.kv_bits), made  # fmt: skip
 
 
 def _check_context(suite, max_length: int) -> None:

@@ -3,9 +3,11 @@ list of configurations from a file."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from harness.errors import InputError
+from harness.evaluate.kvcache import check_kv_bits
 from harness.methods import METHODS, make_config
 from harness.records import Artifact, Variant
 from harness.registry import UnknownName
@@ -18,6 +20,8 @@ def sweep(methods: list[str], bits: list[int], options: dict) -> tuple[list[Vari
     Returns the variants and one line per skipped (method, bits) pair. A bit width no
     method supports, or an option a method does not have, is an input error.
     """
+    if not bits:
+        return [], []
     if not methods:
         raise InputError("--methods: give at least one method")
     classes = {}
@@ -43,39 +47,71 @@ def sweep(methods: list[str], bits: list[int], options: dict) -> tuple[list[Vari
     return variants, skipped
 
 
+def with_kv_cache(variants: list[Variant], kv_bits: list[int]) -> list[Variant]:
+    """``variants``, then each of them and the unquantized weights with the KV cache at
+    every width of ``kv_bits`` (``kv4``, ``rtn-w4g128-kv4``)."""
+    out = list(variants)
+    for bits in kv_bits:
+        try:
+            check_kv_bits(bits)
+        except ValueError as exc:
+            raise InputError(f"--kv-bits: {exc}") from None
+        out.append(Variant(f"kv{bits}", kv_bits=bits))
+        out.extend(replace(v, name=f"{v.name}-kv{bits}", kv_bits=bits) for v in variants)
+    return out
+
+
 def load_variants(path: Path) -> list[Variant]:
     """An explicit list of variants: a YAML or JSON list of mappings, each a method
-    configuration (``{method: gptq, bits: 4, group_size: 64}``) or a pre-quantized
-    artifact of the base model (``{model: PATH, name: NAME, gguf_file: FILE}``)."""
+    configuration (``{method: gptq, bits: 4, group_size: 64}``), a pre-quantized artifact
+    of the base model (``{model: PATH, name: NAME, gguf_file: FILE}``) or the base
+    weights (``{kv_bits: 4}``); any of them with ``kv_bits`` for a quantized KV cache."""
     data = read_yaml(path, "--variants:")
     if not isinstance(data, list) or not data:
         raise InputError(f"{path}: expected a non-empty list of configurations")
     variants, seen = [], set()
     for index, entry in enumerate(data, start=1):
-        if isinstance(entry, dict) and "model" in entry:
-            _add_artifact(variants, seen, entry, f"{path}: entry {index}")
+        where = f"{path}: entry {index}"
+        if not isinstance(entry, dict) or not {"method", "model", "kv_bits"} & set(entry):
+            raise InputError(f"{where} must be a mapping with a 'method', 'model' or 'kv_bits' key")
+        entry = dict(entry)
+        kv_bits = entry.pop("kv_bits", None)
+        if kv_bits is not None:
+            try:
+                check_kv_bits(kv_bits)
+            except ValueError as exc:
+                raise InputError(f"{where}: {exc}") from None
+        if "model" in entry:
+            _add_artifact(variants, seen, entry, where, kv_bits)
             continue
-        if not isinstance(entry, dict) or "method" not in entry:
-            raise InputError(
-                f"{path}: entry {index} must be a mapping with a 'method' or a 'model' key"
-            )
+        if "method" not in entry:
+            if entry:
+                raise InputError(f"{where}: unknown key {sorted(entry)[0]!r} without a 'method'")
+            _add(variants, seen, None, where, kv_bits)
+            continue
         options = {k: _tuples(v) for k, v in entry.items() if k != "method"}
         try:
             config = make_config(str(entry["method"]), **options)
         except InputError as exc:
-            raise InputError(f"{path}: entry {index}: {exc}") from None
-        _add(variants, seen, config, f"{path}: entry {index}")
+            raise InputError(f"{where}: {exc}") from None
+        _add(variants, seen, config, where, kv_bits)
     return variants
 
 
-def _add(variants: list[Variant], seen: set[str], config, where: str = "") -> None:
-    name = config.variant_name
+def _kv_name(name: str | None, kv_bits: int | None) -> str:
+    parts = [p for p in (name, f"kv{kv_bits}" if kv_bits else None) if p]
+    return "-".join(parts)
+
+
+def _add(variants: list[Variant], seen: set[str], config, where: str = "",
+         kv_bits: int | None = None) -> None:  # fmt: skip
+    name = _kv_name(config.variant_name if config else None, kv_bits)
     if name in seen:
         if where:
             raise InputError(f"{where}: variant {name!r} is listed twice")
         return
     seen.add(name)
-    variants.append(Variant(name, config))
+    variants.append(Variant(name, config, kv_bits=kv_bits))
 
 
 ARTIFACT_KEYS = ("model", "name", "gguf_file")
@@ -89,7 +125,8 @@ def artifact_variants(sources: list[str]) -> list[Variant]:
     return variants
 
 
-def _add_artifact(variants: list[Variant], seen: set[str], entry: dict, where: str) -> None:
+def _add_artifact(variants: list[Variant], seen: set[str], entry: dict, where: str,
+                  kv_bits: int | None = None) -> None:  # fmt: skip
     unknown = sorted(set(entry) - set(ARTIFACT_KEYS))
     if unknown:
         raise InputError(f"{where}: unknown key {unknown[0]!r} for a model entry "
@@ -98,10 +135,11 @@ def _add_artifact(variants: list[Variant], seen: set[str], entry: dict, where: s
         raise InputError(f"{where}: 'model', 'name' and 'gguf_file' must be strings")
     artifact = Artifact(entry["model"], entry.get("gguf_file"))
     name = entry.get("name") or Path(artifact.gguf_file or artifact.source.rstrip("/")).stem
+    name = name if entry.get("name") else _kv_name(name, kv_bits)
     if name in seen or name == "baseline":
         raise InputError(f"{where}: variant name {name!r} is taken; give the entry a 'name'")
     seen.add(name)
-    variants.append(Variant(name, artifact=artifact))
+    variants.append(Variant(name, artifact=artifact, kv_bits=kv_bits))
 
 
 def _tuples(value):

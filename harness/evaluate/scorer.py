@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from harness.errors import InputError
+from harness.evaluate.kvcache import cached_hidden, prefilled_cache
 
 
 @dataclass
@@ -158,10 +159,17 @@ class Scorer:
         max_batch_tokens: int | None = None,
         max_length: int = 2048,
         reference_head: ReferenceHead | None = None,
+        kv_bits: int | None = None,
     ) -> None:
         """``reference_head``: the baseline's head, for comparing to stored references
-        (default: this model's head as it is now, before any method touched it)."""
+        (default: this model's head as it is now, before any method touched it).
+        ``kv_bits``: read keys and values back from a quantized cache (see
+        :mod:`harness.evaluate.kvcache`); rows are then scored one at a time, so a row's
+        split between prefill and answer never depends on its batch."""
         check_output_head(model)
+        self.kv_bits = kv_bits
+        if kv_bits is not None:
+            batch_size = 1
         self.model = model
         self.pad_id = pad_id
         self.batch_size = batch_size
@@ -253,6 +261,9 @@ class Scorer:
         """The last ``keep`` positions' final hidden states ``[batch, keep, d]``: the head
         is applied per request in :meth:`_logits`, so a long perplexity window never holds
         a whole batch of vocabulary-wide logits at once."""
+        if self.kv_bits is not None:
+            return cached_hidden(self.model, ids.to(self.device), mask.to(self.device),
+                                 positions.to(self.device), keep, self.kv_bits)  # fmt: skip
         out = self.model.base_model(
             input_ids=ids.to(self.device),
             attention_mask=mask.to(self.device),
@@ -374,12 +385,14 @@ class Scorer:
             for row, i in enumerate(batch):
                 ids[row, width - len(prompts[i]) :] = torch.tensor(prompts[i])
                 mask[row, width - len(prompts[i]) :] = 1
-            generated = self.model.generate(
-                input_ids=ids.to(self.device),
-                attention_mask=mask.to(self.device),
-                generation_config=config,
-                tokenizer=tokenizer,
+            ids, mask = ids.to(self.device), mask.to(self.device)
+            cache = (
+                None
+                if self.kv_bits is None
+                else prefilled_cache(self.model, ids, mask, self.kv_bits)
             )
+            generated = self.model.generate(input_ids=ids, attention_mask=mask, cache=cache,
+                                            generation_config=config, tokenizer=tokenizer)  # fmt: skip
             for row, i in enumerate(batch):
                 outputs[i] = generated[row, width:].tolist()
             if on_batch is not None:
