@@ -95,3 +95,42 @@ def test_decoding_follows_the_scoring_rule(tiny_model, tokenizer):
     assert generated != plain.generate_ids([prompt], 6, (), tokenizer)[0]  # the cache matters
     scored = scorer.score([(prompt, generated)], next_token=True)[0]
     assert scored.argmax.tolist() == generated
+
+
+def test_a_sweep_with_kv_bits_stores_paired_rows_and_the_cache_settings(
+    tiny_model_dir, tiny_suite, tmp_path
+):
+    import json
+
+    import pandas as pd
+
+    from harness.cli import main
+
+    out = tmp_path / "run"
+    code = main(["run", "--model", str(tiny_model_dir), "--suite", str(tiny_suite), "--out", str(out),
+                 "--methods", "rtn", "--bits", "4", "--group-size", "32", "--kv-bits", "2",
+                 "--threads", "1", "--no-progress"])  # fmt: skip
+    assert code in (0, 1)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert list(manifest["variants"]) == ["baseline", "rtn-w4g32", "kv2", "rtn-w4g32-kv2"]
+    assert manifest["variants"]["kv2"]["kv_cache"]["bits"] == 2
+    assert manifest["variants"]["kv2"]["bits"] == 16  # the weights are the base's
+    rows = pd.read_parquet(out / "items.parquet")
+    by_variant = rows.groupby("variant")["item_id"].apply(sorted)
+    assert by_variant["kv2"] == by_variant["baseline"] == by_variant["rtn-w4g32-kv2"]
+    scored = rows[(rows["variant"] == "kv2") & (rows["task"] == "text")]
+    assert (scored["kld"] > 0).all()  # the cache changes what the base weights predict
+    assert "kv2" in (out / "report.md").read_text()
+
+
+def test_kv_variants_are_refused_with_lm_eval_tasks(tiny_model_dir, tmp_path, capsys):
+    from harness.cli import main
+
+    (tmp_path / "s.yaml").write_text(
+        "name: s\ntasks: [{name: ext, kind: lm_eval, lm_eval: task.yaml}]\n", encoding="utf-8"
+    )
+    (tmp_path / "task.yaml").write_text("task: ext\n", encoding="utf-8")
+    code = main(["run", "--model", str(tiny_model_dir), "--suite", str(tmp_path / "s.yaml"),
+                 "--out", str(tmp_path / "run"), "--kv-bits", "4", "--bits", "8", "--no-progress"])  # fmt: skip
+    assert code == 2
+    assert "quantized KV cache" in capsys.readouterr().err

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from harness.errors import InputError
-from harness.variants import load_variants, sweep
+from harness.variants import load_variants, sweep, with_kv_cache
 
 
 def test_sweep_skips_unsupported_bits_and_says_so():
@@ -63,3 +63,37 @@ def test_bad_variant_files_name_the_file_and_entry(tmp_path, content, message):
     path.write_text(content, encoding="utf-8")
     with pytest.raises(InputError, match=message.replace("(", r"\(").replace(")", r"\)")):
         load_variants(path)
+
+
+def test_kv_bits_cross_every_variant_and_the_base_weights():
+    variants, _ = sweep(["rtn"], [8, 4], {})
+    crossed = with_kv_cache(variants, [4, 2])
+    assert [v.name for v in crossed] == [
+        "rtn-w8g128", "rtn-w4g128", "kv4", "rtn-w8g128-kv4", "rtn-w4g128-kv4",
+        "kv2", "rtn-w8g128-kv2", "rtn-w4g128-kv2",
+    ]  # fmt: skip
+    kv4 = crossed[2]
+    assert kv4.config is None and kv4.artifact is None and kv4.kv_bits == 4
+    assert not kv4.is_baseline
+    assert crossed[3].config == variants[0].config and crossed[3].kv_bits == 4
+    with pytest.raises(InputError, match="--kv-bits: kv_bits must be one of 8, 4, 2, not 3"):
+        with_kv_cache(variants, [3])
+
+
+def test_variants_file_with_kv_bits(tmp_path):
+    path = tmp_path / "variants.yaml"
+    path.write_text(
+        "- {kv_bits: 8}\n"
+        "- {method: rtn, bits: 4, kv_bits: 4}\n"
+        "- {model: shipped.gguf, kv_bits: 2}\n",
+        encoding="utf-8",
+    )
+    variants = load_variants(path)
+    assert [(v.name, v.kv_bits) for v in variants] == [
+        ("kv8", 8), ("rtn-w4g128-kv4", 4), ("shipped-kv2", 2),
+    ]  # fmt: skip
+    for content, message in [("- {kv_bits: 5}\n", "entry 1: kv_bits must be one of 8, 4, 2"),
+                             ("- {kv_bits: 4, bits: 4}\n", "entry 1: unknown key 'bits' without")]:  # fmt: skip
+        path.write_text(content, encoding="utf-8")
+        with pytest.raises(InputError, match=message):
+            load_variants(path)

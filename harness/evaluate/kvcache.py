@@ -29,14 +29,36 @@ def check_kv_bits(bits: int) -> None:
 
 
 def quantized_cache(model: torch.nn.Module, bits: int):
-    """An empty transformers ``QuantizedCache`` for ``model`` at ``bits``."""
+    """An empty transformers quantized cache (hqq backend) for ``model`` at ``bits``."""
     from transformers import QuantizedCache
 
     config = model.config.get_text_config()
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
     group = GROUP if head_dim % GROUP == 0 else head_dim
-    return QuantizedCache(backend="hqq", config=config, nbits=bits, axis_key=1, axis_value=1,
-                          q_group_size=group, residual_length=RESIDUAL)  # fmt: skip
+    options = {"nbits": bits, "axis_key": 1, "axis_value": 1, "q_group_size": group,
+               "residual_length": RESIDUAL}  # fmt: skip
+    cache = QuantizedCache(backend="hqq", config=config, **options)
+    cache.layers = [_unpacked_layer_class()(**options) for _ in cache.layers]
+    return cache
+
+
+def _unpacked_layer_class():
+    from transformers.cache_utils import HQQQuantizedLayer
+
+    class UnpackedHQQLayer(HQQQuantizedLayer):
+        """transformers' hqq cache layer, its codes kept one per byte instead of
+        bit-packed: hqq packs 8/bits rows into a byte and fails on a row count that is
+        not a multiple (per-token groups of a prompt of any length). Same values."""
+
+        def _quantize(self, tensor, axis):
+            qtensor, meta = self.quantizer.quantize(tensor, axis=axis, device=self.keys.device,
+                                                    compute_dtype=self.keys.dtype, nbits=self.nbits,
+                                                    group_size=self.q_group_size, bitpack=False)  # fmt: skip
+            meta["compute_dtype"] = self.keys.dtype  # as transformers' layer casts them
+            meta["scale"], meta["zero"] = (meta[k].to(self.keys.dtype) for k in ("scale", "zero"))
+            return qtensor, meta
+
+    return UnpackedHQQLayer
 
 
 def cached_hidden(model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor,
