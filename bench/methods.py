@@ -7,7 +7,7 @@ never calibration data; calibration is the harness's own (``tasks/data/calibrati
 32 × 256 tokens, seed 0 unless changed).
 
     python bench/methods.py [--methods rtn,gptq,awq] [--bits 8,4,3,2] [--options k=v,...]
-                            [--threads 2] [--tokens 2048] [--text FILE]
+                            [--variants FILE] [--threads 2] [--tokens 2048] [--text FILE]
 """
 
 from __future__ import annotations
@@ -62,11 +62,35 @@ def measure(model, ids: torch.Tensor, base: torch.Tensor) -> dict:
             "kld": round(kld, 4), "top1": round(top1, 4)}  # fmt: skip
 
 
+def configs(args):
+    """Each method at each width (``--options`` where the method has them), or the
+    method entries of a ``--variants`` file; a pair that cannot be made is skipped."""
+    import dataclasses
+
+    from harness.methods import METHODS, make_config
+    from harness.variants import load_variants
+
+    if args.variants:
+        yield from (v.config for v in load_variants(args.variants) if v.config and not v.kv_bits)
+        return
+    for method in args.methods.split(","):
+        fields = {f.name for f in dataclasses.fields(METHODS.get(method))}
+        options = {k: v for k, v in parse_options(args.options).items() if k in fields}
+        for bits in map(int, args.bits.split(",")):
+            try:
+                yield make_config(method, bits=bits, **options)
+            except Exception as exc:  # noqa: BLE001 - a bench row, not a crash
+                print(f"{method} w{bits}: skipped ({exc})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--methods", default="rtn,gptq,awq")
     parser.add_argument("--bits", default="8,4,3,2")
-    parser.add_argument("--options", default="group_size=64", help="k=v,... for every method")
+    parser.add_argument(
+        "--options", default="group_size=64", help="k=v,... for every method that has the option"
+    )
+    parser.add_argument("--variants", type=Path, help="a variants file instead (method entries)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--tokens", type=int, default=2048)
     parser.add_argument("--text", type=Path)
@@ -80,7 +104,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     from harness.calibration import load_calibration
-    from harness.methods import MasterCopy, make_config, quantize_
+    from harness.methods import MasterCopy, quantize_
     from harness.models import load_model, prefix_token_id, weight_files
     from harness.records import CalibrationSpec, ModelSpec
 
@@ -104,22 +128,15 @@ def main() -> None:
     results = []
     print(f"text: {len(ids)} tokens; base perplexity "
           f"{float((-base.gather(1, ids[1:, None]).mean()).exp()):.3f}")  # fmt: skip
-    for method in args.methods.split(","):
-        for bits in map(int, args.bits.split(",")):
-            try:
-                config = make_config(method, bits=bits, **parse_options(args.options))
-            except Exception as exc:  # noqa: BLE001 - a bench row, not a crash
-                print(f"{method} w{bits}: skipped ({exc})")
-                continue
-            master.restore()
-            start = time.perf_counter()
-            report = quantize_(model, config, calib)
-            row = {"variant": config.variant_name, "method": method, "bits": bits,
-                   "effective_bits": round(report.effective_bits, 3),
-                   "seconds": round(time.perf_counter() - start, 1),
-                   **measure(model, ids, base)}  # fmt: skip
-            results.append(row)
-            print(json.dumps(row), flush=True)
+    for config in configs(args):
+        master.restore()
+        start = time.perf_counter()
+        report = quantize_(model, config, calib)
+        row = {"variant": config.variant_name, "method": config.method, "bits": config.bits,
+               "effective_bits": round(report.effective_bits, 3),
+               "seconds": round(time.perf_counter() - start, 1), **measure(model, ids, base)}  # fmt: skip
+        results.append(row)
+        print(json.dumps(row), flush=True)
     master.restore()
     args.out.write_text(json.dumps({"threads": args.threads, "tokens": len(ids),
                                     "calibration": [args.samples, args.seq_len],

@@ -92,14 +92,14 @@ def test_clip_search_picks_each_groups_best_range():
 def test_layers_are_grouped_by_shared_input_and_inspected_through_their_holder(
     tiny_model, tokenizer
 ):
-    from harness.methods.blocks import block_inputs
+    from harness.methods.blocks import block_inputs, first_output
 
     block = tiny_model.model.layers[0]
     tokens = torch.randint(3, len(tokenizer), (2, 16))
     batches = block_inputs(tiny_model, block, tokens, batch_size=2)
     linears = [m for m in block.modules() if isinstance(m, nn.Linear)]
     with torch.no_grad():
-        groups = input_groups(block, linears, batches)
+        groups, outputs = input_groups(block, linears, batches)
     names = {id(m): n for n, m in block.named_modules()}
     found = [([names[id(m)] for m in g.layers], names[id(g.inspect)]) for g in groups]
     assert found == [(["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"], "self_attn"),
@@ -107,6 +107,9 @@ def test_layers_are_grouped_by_shared_input_and_inspected_through_their_holder(
                      (["mlp.gate_proj", "mlp.up_proj"], "mlp"),
                      (["mlp.down_proj"], "mlp.down_proj")]  # fmt: skip
     assert all(len(g.inputs) == len(g.calls) == 1 for g in groups)
+    args, kwargs = batches[0]
+    with torch.no_grad():
+        assert torch.equal(outputs[0], first_output(block(*args, **kwargs)))
 
 
 def calibration(tokenizer, n=4, length=32, seed=0) -> Calibration:

@@ -18,11 +18,13 @@ float weights on the RTN grid (integer zero-point when asymmetric).
 from __future__ import annotations
 
 import fnmatch
+import sys
 from dataclasses import dataclass, field
 from typing import ClassVar
 
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from harness.errors import InputError
 from harness.methods import (
@@ -95,9 +97,12 @@ def _smallest_holder(block: nn.Module, layers: list[nn.Linear]) -> nn.Module:
     return min(holders, key=lambda m: sum(1 for _ in m.modules()))
 
 
-def input_groups(block: nn.Module, layers: list[nn.Linear], batches: list) -> list[InputGroup]:
+def input_groups(
+    block: nn.Module, layers: list[nn.Linear], batches: list
+) -> tuple[list[InputGroup], list]:
     """Group ``layers`` by shared input (one forward on the first batch), then run every
-    batch through ``block`` recording each group's inputs and its holder's calls."""
+    batch through ``block`` recording each group's inputs and its holder's calls; also
+    returns the block's outputs per batch."""
     seen: dict[int, list[nn.Linear]] = {}
     order: list[torch.Tensor] = []
 
@@ -140,12 +145,11 @@ def input_groups(block: nn.Module, layers: list[nn.Linear], batches: list) -> li
 
     hooks = [h for group in groups for h in record(group)]
     try:
-        for args, kwargs in batches:
-            block(*args, **kwargs)
+        outputs = [first_output(block(*args, **kwargs)) for args, kwargs in batches]
     finally:
         for hook in hooks:
             hook.remove()
-    return groups
+    return groups, outputs
 
 
 def channel_scales(x_mean: torch.Tensor, w_mean: torch.Tensor | None, alpha: float) -> torch.Tensor:
@@ -239,10 +243,9 @@ def quantize_awq(model: nn.Module, config: AWQConfig, calib=None) -> QuantReport
     blocks = decoder_blocks(model, layers, "awq")
     batches = block_inputs(model, blocks[0], calib.tokens, config.batch_size)
     done: set[int] = set()
-    for block in blocks:
+    for block in tqdm(blocks, desc="awq", unit="block", leave=False, disable=None, file=sys.stderr):
         mine = [m for m in block.modules() if id(m) in names]
-        groups = input_groups(block, mine, batches)
-        outputs = [first_output(block(*args, **kwargs)) for args, kwargs in batches]
+        groups, outputs = input_groups(block, mine, batches)
         found = [search_scales(group, config)[0] for group in groups]
         for group, scales in zip(groups, found, strict=True):
             clip_inputs = (

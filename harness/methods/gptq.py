@@ -17,11 +17,13 @@ Evaluated as simulated quantize->dequantize float weights.
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass, field
 from typing import ClassVar
 
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from harness.errors import InputError
 from harness.methods import (
@@ -157,7 +159,9 @@ def quantize_gptq(model: nn.Module, config: GPTQConfig, calib=None) -> QuantRepo
     blocks = decoder_blocks(model, layers, "gptq")
     batches = block_inputs(model, blocks[0], calib.tokens, config.batch_size)
     done: set[int] = set()
-    for block in blocks:
+    for block in tqdm(
+        blocks, desc="gptq", unit="block", leave=False, disable=None, file=sys.stderr
+    ):
         mine = [layer for _, layer in layers if any(layer is m for m in block.modules())]
         solvers = {id(layer): GPTQ(layer) for layer in mine}
         hooks = [layer.register_forward_hook(_feed(solvers[id(layer)])) for layer in mine]
