@@ -114,7 +114,10 @@ def test_a_sweep_with_kv_bits_stores_paired_rows_and_the_cache_settings(
     manifest = json.loads((out / "manifest.json").read_text())
     assert list(manifest["variants"]) == ["baseline", "rtn-w4g32", "kv2", "rtn-w4g32-kv2"]
     assert manifest["variants"]["kv2"]["kv_cache"]["bits"] == 2
-    assert manifest["variants"]["kv2"]["bits"] == 16  # the weights are the base's
+    kv2 = manifest["variants"]["kv2"]
+    assert kv2["effective_bits"] == 16.0 and kv2["method"] == "kv-cache" and kv2["bits"] == 2
+    knees = json.loads((out / "gate.json").read_text())["knees"]
+    assert {k["method"] for k in knees} == {"rtn-g32", "rtn-g32-kv2", "kv-cache"}
     rows = pd.read_parquet(out / "items.parquet")
     by_variant = rows.groupby("variant")["item_id"].apply(sorted)
     assert by_variant["kv2"] == by_variant["baseline"] == by_variant["rtn-w4g32-kv2"]
