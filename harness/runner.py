@@ -335,7 +335,10 @@ def make_variant(model: nn.Module, scorer: Scorer, variant: Variant, info, calib
     elif variant.config is not None:
         loaded, made = model, asdict(quantize_(model, variant.config, calibration))
     else:  # the base weights with a quantized KV cache: a curve of its own over KV bits
-        loaded, made = model, {**_baseline_record(model), "method": "kv-cache", "bits": variant.kv_bits}
+        loaded, made = (
+            model,
+            {**_baseline_record(model), "method": "kv-cache", "bits": variant.kv_bits},
+        )
     if loaded is model and variant.kv_bits is None:
         return scorer, made
     return Scorer(loaded, scorer.pad_id, batch_size=batch_size, max_length=max_length,

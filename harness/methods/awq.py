@@ -10,7 +10,8 @@ no architecture-specific fusing into the previous layer is needed to evaluate it
 fused model computes the same function). Then each group's clipping range is searched
 on the scaled inputs (except for q/k, whose outputs feed attention scores, as in the
 reference). α = 0 is plain round-to-nearest, so the search never does worse than RTN on
-its calibration objective. Blocks see the float outputs of the blocks before them, as in
+its calibration objective (with the paper's scales; AutoAWQ's ``duo_scaling`` also divides
+by the weights' magnitude). Blocks see the float outputs of the blocks before them, as in
 the reference implementation (llm-awq). Evaluated as simulated quantize→dequantize
 float weights on the RTN grid (integer zero-point when asymmetric).
 """
