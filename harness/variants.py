@@ -20,8 +20,6 @@ def sweep(methods: list[str], bits: list[int], options: dict) -> tuple[list[Vari
     Returns the variants and one line per skipped (method, bits) pair. A bit width no
     method supports, or an option a method does not have, is an input error.
     """
-    if not bits:
-        return [], []
     if not methods:
         raise InputError("--methods: give at least one method")
     classes = {}
@@ -57,7 +55,13 @@ def with_kv_cache(variants: list[Variant], kv_bits: list[int]) -> list[Variant]:
         except ValueError as exc:
             raise InputError(f"--kv-bits: {exc}") from None
         out.append(Variant(f"kv{bits}", kv_bits=bits))
-        out.extend(replace(v, name=f"{v.name}-kv{bits}", kv_bits=bits) for v in variants)
+        out.extend(
+            replace(v, name=f"{v.name}-kv{bits}", kv_bits=bits) for v in variants if not v.kv_bits
+        )
+    names = [v.name for v in out]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise InputError(f"--kv-bits: variant {twice[0]!r} is listed twice")
     return out
 
 

@@ -78,6 +78,8 @@ def test_kv_bits_cross_every_variant_and_the_base_weights():
     assert crossed[3].config == variants[0].config and crossed[3].kv_bits == 4
     with pytest.raises(InputError, match="--kv-bits: kv_bits must be one of 8, 4, 2, not 3"):
         with_kv_cache(variants, [3])
+    with pytest.raises(InputError, match="--kv-bits: variant 'kv4' is listed twice"):
+        with_kv_cache(crossed[:3], [4])  # a variants file's {kv_bits: 4} and --kv-bits 4
 
 
 def test_variants_file_with_kv_bits(tmp_path):
