@@ -381,7 +381,7 @@ def verdict(
     mode: str = "harm",
 ) -> Verdict:
     """Each variant's verdict; the recommended variant is the passing one with the fewest
-    effective bits per weight, then the smallest size."""
+    effective bits per weight, then the smallest size, then the narrowest KV cache."""
     names = [v for v in variants if v != "baseline"]
     if require is not None and require not in names:
         raise InputError(
@@ -395,7 +395,12 @@ def verdict(
         verdicts.append(VariantVerdict(name, failures == 0, failures, sum(f.severity == "warn" for f in mine),
                                        float(info.get("effective_bits", 16.0)), info.get("model_bytes")))  # fmt: skip
     passing = [v for v in verdicts if v.passed]
-    best = min(passing, key=lambda v: (v.effective_bits, v.model_bytes or 0), default=None)
+
+    def kv_bits(name: str) -> int:
+        return int((variants[name].get("kv_cache") or {}).get("bits", 16))
+
+    best = min(passing, key=lambda v: (v.effective_bits, v.model_bytes or 0, kv_bits(v.variant)),
+               default=None)  # fmt: skip
     recommended = best.variant if best else None
     passed = (
         any(v.variant == require and v.passed for v in verdicts)

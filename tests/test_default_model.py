@@ -111,7 +111,7 @@ def test_methods_on_the_default_model(default_model, text_task):
     evaluated = load_items(text_task)[:N_ITEMS]
     calib = load_calibration(CalibrationSpec(REPO / DEFAULT_SOURCE, n_samples=8, seq_len=256),
                              tokenizer, item_texts(evaluated), prefix_token_id(tokenizer))  # fmt: skip
-    cheap_awq = {"search_samples": 4, "grid_size": 10}
+    cheap_awq = {"search_samples": 4, "batch_size": 4, "grid_size": 10}
     runs = [("rtn", 4, {}), ("gptq", 4, {}), ("awq", 4, cheap_awq), ("rtn", 3, {}), ("gptq", 3, {}),
             ("awq", 3, cheap_awq), ("rtn", 8, {}), ("hqq", 8, {}), ("gguf", 8, {}), ("bnb", 8, {}),
             ("torchao", 8, {}), ("torchao", 8, {"group_size": None, "activations": "int8"})]  # fmt: skip

@@ -21,7 +21,7 @@ from harness.gate import (
     verdict,
     write_junit,
 )
-from harness.records import Comparison
+from harness.records import Comparison, Finding
 from harness.stats import compare
 from harness.store import RunStore
 from tests.synthetic import METRICS, make_items, manifest, store_run
@@ -250,3 +250,12 @@ def test_the_policy_used_is_recorded_and_reused(tmp_path, capsys):
     assert main(["report", str(store.root)]) == EXIT_OK
     record = json.loads((store.root / "gate.json").read_text())
     assert record["passed"] is False and record["policy"]["source"] == str(strict)
+
+
+def test_among_passing_variants_of_equal_weights_the_narrowest_kv_cache_is_recommended():
+    variants = {"baseline": {"effective_bits": 16.0, "model_bytes": 100},
+                "kv8": {"effective_bits": 16.0, "model_bytes": 100, "kv_cache": {"bits": 8}},
+                "kv4": {"effective_bits": 16.0, "model_bytes": 100, "kv_cache": {"bits": 4}},
+                "kv2": {"effective_bits": 16.0, "model_bytes": 100, "kv_cache": {"bits": 2}}}  # fmt: skip
+    failing = Finding("accuracy_drop", "fail", "kv2", "t", "all", "acc", 0.5, 0.02, (0.3, 0.7), "x")
+    assert verdict([failing], variants).recommended_variant == "kv4"

@@ -54,9 +54,9 @@ class AWQConfig(QuantConfig):
     clip_grid: int = 20  # clipping ranges max·(1 - i/clip_grid) tried ...
     max_shrink: float = 0.5  # ... down to max·(1 - max_shrink)
     clip_tokens: int = 512  # calibration tokens the clipping search reads
-    search_samples: int = 8  # calibration sequences the scale search's output error is
-    # measured on (every sequence feeds the activation statistics); 20 forwards of each
-    # block over all 32 would take ~10 min on 2 CPU cores for a 135M model
+    search_samples: int = 8  # calibration sequences (whole batches) the scale search's
+    # output error is measured on (every sequence feeds the activation statistics); 20
+    # forwards of each block over all 32 would take ~13 min at 1 thread for a 135M model
     no_clip: tuple[str, ...] = ("*q_proj", "*k_proj", "*query*", "*key*")
     batch_size: int = 8  # calibration sequences per forward pass
     ignore: tuple[str, ...] = ("lm_head",)
