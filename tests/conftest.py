@@ -101,3 +101,22 @@ tasks:
         encoding="utf-8",
     )
     return suite
+
+
+def held_out_error(model, method: str, bits: int = 3, **options):
+    """Quantize a copy of ``model`` with ``method`` on 16 sequences of seeded random
+    tokens; the mean squared change of its logits on 8 held-out sequences, and the report."""
+    import copy
+
+    from harness.calibration import Calibration
+    from harness.methods import make_config, quantize_
+    from harness.records import CalibrationSpec
+
+    torch.manual_seed(8)
+    tokens = torch.randint(3, 250, (24, 48))
+    calib = Calibration(CalibrationSpec("memory"), tokens[:16], "sha")
+    quantized = copy.deepcopy(model)
+    report = quantize_(quantized, make_config(method, bits=bits, group_size=32, **options), calib)
+    with torch.no_grad():
+        error = float((quantized(tokens[16:]).logits - model(tokens[16:]).logits).pow(2).mean())
+    return error, report

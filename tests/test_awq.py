@@ -4,18 +4,15 @@ and an end-to-end run on a tiny model."""
 
 from __future__ import annotations
 
-import copy
-
 import pytest
 import torch
 from torch import nn
 
-from harness.calibration import Calibration
 from harness.errors import InputError
 from harness.methods import make_config, quantize_
 from harness.methods.awq import AWQConfig, InputGroup, input_groups, search_clip, search_scales
 from harness.methods.rtn import fake_quantize
-from harness.records import CalibrationSpec
+from tests.conftest import held_out_error
 
 
 def layer_with_outlier_inputs(rows=32, cols=64, n=256, seed=0):
@@ -118,24 +115,11 @@ def test_layers_are_grouped_by_shared_input_and_inspected_through_their_holder(
 def test_awq_beats_rtn_on_a_tiny_decoder(tiny_model, duo_scaling):
     """The held-out logits of the whole decoder move less than under RTN at 3 bits, with
     the paper's scales and with AutoAWQ's (weight-normalised) ones."""
-    torch.manual_seed(8)
-    tokens = torch.randint(3, 250, (24, 48))
-    calib = Calibration(CalibrationSpec("memory"), tokens[:16], "sha")
-    held_out = tokens[16:]
-    with torch.no_grad():
-        reference = tiny_model(held_out).logits
-    errors, reports = {}, {}
-    for method, options in (("rtn", {}), ("awq", {"duo_scaling": duo_scaling})):
-        model = copy.deepcopy(tiny_model)
-        reports[method] = quantize_(
-            model, make_config(method, bits=3, group_size=32, **options), calib
-        )
-        with torch.no_grad():
-            errors[method] = float((model(held_out).logits - reference).pow(2).mean())
-    assert errors["awq"] < 0.9 * errors["rtn"], errors
-    assert reports["awq"].n_layers == reports["rtn"].n_layers == 2 * 7
-    assert reports["awq"].effective_bits == reports["rtn"].effective_bits == 3 + 32 / 32
-    assert reports["awq"].simulated
+    awq, report = held_out_error(tiny_model, "awq", duo_scaling=duo_scaling)
+    rtn, rtn_report = held_out_error(tiny_model, "rtn")
+    assert awq < 0.9 * rtn, (awq, rtn)
+    assert report.n_layers == rtn_report.n_layers == 2 * 7 and report.simulated
+    assert report.effective_bits == rtn_report.effective_bits == 3 + 32 / 32
 
 
 def test_awq_needs_calibration_and_valid_options(tiny_model):

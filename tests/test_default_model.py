@@ -4,6 +4,7 @@ the cache): loading, perplexity against plain transformers, RTN at 8 and 2 bits.
 from __future__ import annotations
 
 import math
+import os
 
 import pytest
 import torch
@@ -22,6 +23,16 @@ pytestmark = pytest.mark.slow
 N_ITEMS = 4
 
 
+@pytest.fixture(scope="module", autouse=True)
+def every_core():
+    """These tests quantize and score a 135M model: use every core (an in-process run
+    elsewhere in the session may have left torch at one thread), then put it back."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(os.cpu_count() or 1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def default_model():
     model, tokenizer = load_model(ModelSpec("default"))
@@ -34,8 +45,8 @@ def text_task():
     return next(t for t in suite.tasks if t.kind == "perplexity")
 
 
-def perplexity_of(model, tokenizer, task, reference=None):
-    items = load_items(task)[:N_ITEMS]
+def perplexity_of(model, tokenizer, task, reference=None, n_items=N_ITEMS):
+    items = load_items(task)[:n_items]
     prepared = prepare(task, items, tokenizer, prefix_token_id(tokenizer), items, seed=0)
     scorer = Scorer(model, tokenizer.pad_token_id, batch_size=4, max_length=2048)
     rows, topks = evaluate_task(task, prepared, scorer, tokenizer, "v", reference)
@@ -108,8 +119,8 @@ def test_methods_on_the_default_model(default_model, text_task):
 
     model, tokenizer = default_model
     master = MasterCopy(model)
-    base, _, _ = perplexity_of(model, tokenizer, text_task)
-    evaluated = load_items(text_task)[:N_ITEMS]
+    base, _, _ = perplexity_of(model, tokenizer, text_task, n_items=2)
+    evaluated = load_items(text_task)[:2]
     calib = load_calibration(CalibrationSpec(REPO / DEFAULT_SOURCE, n_samples=8, seq_len=256),
                              tokenizer, item_texts(evaluated), prefix_token_id(tokenizer))  # fmt: skip
     cheap_awq = {"search_samples": 4, "batch_size": 4, "grid_size": 10}
@@ -122,7 +133,7 @@ def test_methods_on_the_default_model(default_model, text_task):
         grouped = {} if method in ("bnb", "gguf") else {"group_size": 64}
         config = make_config(method, bits=bits, **{**grouped, **options})
         quantize_(model, config, calib)
-        ppl[config.variant_name] = perplexity_of(model, tokenizer, text_task)[0]
+        ppl[config.variant_name] = perplexity_of(model, tokenizer, text_task, n_items=2)[0]
     master.restore()
     for bits in (4, 3):
         for method in ("gptq", "awq"):

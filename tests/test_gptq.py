@@ -9,12 +9,11 @@ import pytest
 import torch
 from torch import nn
 
-from harness.calibration import Calibration
 from harness.errors import InputError
 from harness.methods import make_config, quantize_
 from harness.methods.gptq import GPTQ
 from harness.methods.rtn import fake_quantize, grid, round_to_grid
-from harness.records import CalibrationSpec
+from tests.conftest import held_out_error
 
 
 def layer_and_inputs(rows=24, cols=48, n=400, seed=0):
@@ -108,19 +107,7 @@ def test_act_order_keeps_each_original_group_on_one_grid():
 
 
 def test_sequential_gptq_beats_rtn_on_a_tiny_decoder(tiny_model):
-    torch.manual_seed(8)
-    tokens = torch.randint(3, 250, (24, 48))
-    calib = Calibration(CalibrationSpec("memory"), tokens[:16], "sha")
-    held_out = tokens[16:]
-    with torch.no_grad():
-        reference = tiny_model(held_out).logits
-    errors = {}
-    for method in ("rtn", "gptq"):
-        model = copy.deepcopy(tiny_model)
-        quantize_(model, make_config(method, bits=3, group_size=32), calib)
-        with torch.no_grad():
-            errors[method] = float((model(held_out).logits - reference).pow(2).mean())
-    assert errors["gptq"] < errors["rtn"]
+    assert held_out_error(tiny_model, "gptq")[0] < held_out_error(tiny_model, "rtn")[0]
 
 
 def test_gptq_needs_calibration(tiny_model):

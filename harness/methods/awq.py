@@ -13,7 +13,8 @@ reference). α = 0 is plain round-to-nearest, so the search never does worse tha
 its calibration objective (with the paper's scales; AutoAWQ's ``duo_scaling`` also divides
 by the weights' magnitude). Blocks see the float outputs of the blocks before them, as in
 the reference implementation (llm-awq). Evaluated as simulated quantize→dequantize
-float weights on the RTN grid (integer zero-point when asymmetric).
+float weights on the RTN grid (integer zero-point when asymmetric); deployed, the
+per-channel scale folds into the previous layer, so it costs no storage.
 """
 
 from __future__ import annotations
@@ -32,11 +33,10 @@ from harness.methods import (
     check_bits,
     register_method,
     select_linears,
-    size_report,
     unquantized_bytes,
 )
-from harness.methods.blocks import block_inputs, decoder_blocks, first_output
-from harness.methods.rtn import fake_quantize, storage_bits
+from harness.methods.blocks import block_inputs, blockwise_report, decoder_blocks, first_output
+from harness.methods.rtn import fake_quantize
 from harness.records import QuantConfig, QuantReport
 
 
@@ -264,17 +264,4 @@ def quantize_awq(model: nn.Module, config: AWQConfig, calib=None) -> QuantReport
         del groups
         batches = [(args, {**kwargs, "hidden_states": out})
                    for (args, kwargs), out in zip(batches, outputs, strict=True)]  # fmt: skip
-    outside = [layer for _, layer in layers if id(layer) not in done]
-    for layer in outside:  # no calibration inputs reach them here: round to nearest
-        layer.weight.copy_(
-            fake_quantize(layer.weight, config.bits, config.group_size, config.symmetric)
-        )
-    stored_bits = sum(storage_bits(tuple(layer.weight.shape), config.bits, config.group_size,
-                                   config.symmetric) for _, layer in layers)  # fmt: skip
-    n_weights = sum(layer.weight.numel() for _, layer in layers)
-    note = ("scales and zero-points counted at 16 bits; the per-channel AWQ scale is "
-            "folded into the previous layer when deployed (no extra storage)")  # fmt: skip
-    if outside:
-        note += f"; {len(outside)} layer(s) outside the decoder blocks rounded to nearest"
-    return size_report("awq", config.bits, len(layers), n_weights, stored_bits, rest,
-                       simulated=True, note=note)  # fmt: skip
+    return blockwise_report(config, layers, done, rest)

@@ -9,6 +9,9 @@ import torch
 from torch import nn
 
 from harness.errors import InputError
+from harness.methods import size_report
+from harness.methods.rtn import fake_quantize, storage_bits
+from harness.records import QuantReport
 
 
 class _Captured(Exception):
@@ -65,3 +68,22 @@ def next_inputs(block: nn.Module, batches: list) -> list:
     """The next block's call arguments: ``block``'s outputs as the new hidden states."""
     return [(args, {**kwargs, "hidden_states": first_output(block(*args, **kwargs))})
             for args, kwargs in batches]  # fmt: skip
+
+
+def blockwise_report(config, layers, done: set[int], rest: int) -> QuantReport:
+    """Round to nearest the ``layers`` no calibration input reached (outside the decoder
+    blocks: ids not in ``done``), then account the sizes of all of them on the RTN grid
+    (scales and zero-points at 16 bits)."""
+    outside = [layer for _, layer in layers if id(layer) not in done]
+    for layer in outside:
+        layer.weight.copy_(
+            fake_quantize(layer.weight, config.bits, config.group_size, config.symmetric)
+        )
+    stored_bits = sum(storage_bits(tuple(layer.weight.shape), config.bits, config.group_size,
+                                   config.symmetric) for _, layer in layers)  # fmt: skip
+    n_weights = sum(layer.weight.numel() for _, layer in layers)
+    note = "scales and zero-points counted at 16 bits"
+    if outside:
+        note += f"; {len(outside)} layer(s) outside the decoder blocks rounded to nearest"
+    return size_report(config.method, config.bits, len(layers), n_weights, stored_bits, rest,
+                       simulated=True, note=note)  # fmt: skip

@@ -30,11 +30,10 @@ from harness.methods import (
     check_bits,
     register_method,
     select_linears,
-    size_report,
     unquantized_bytes,
 )
-from harness.methods.blocks import block_inputs, decoder_blocks, next_inputs
-from harness.methods.rtn import fake_quantize, grid, round_to_grid, storage_bits
+from harness.methods.blocks import block_inputs, blockwise_report, decoder_blocks, next_inputs
+from harness.methods.rtn import grid, round_to_grid
 from harness.records import QuantConfig, QuantReport
 
 
@@ -175,16 +174,4 @@ def quantize_gptq(model: nn.Module, config: GPTQConfig, calib=None) -> QuantRepo
             layer.weight.copy_(solvers.pop(id(layer)).quantize(config))
             done.add(id(layer))
         batches = next_inputs(block, batches)
-    outside = [layer for _, layer in layers if id(layer) not in done]
-    for layer in outside:  # no calibration inputs reach them here: round to nearest
-        layer.weight.copy_(
-            fake_quantize(layer.weight, config.bits, config.group_size, config.symmetric)
-        )
-    stored_bits = sum(storage_bits(tuple(layer.weight.shape), config.bits, config.group_size, config.symmetric)
-                      for _, layer in layers)  # fmt: skip
-    n_weights = sum(layer.weight.numel() for _, layer in layers)
-    note = "scales and zero-points counted at 16 bits"
-    if outside:
-        note += f"; {len(outside)} layer(s) outside the decoder blocks rounded to nearest"
-    return size_report("gptq", config.bits, len(layers), n_weights, stored_bits, rest,
-                       simulated=True, note=note)  # fmt: skip
+    return blockwise_report(config, layers, done, rest)
