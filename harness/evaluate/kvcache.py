@@ -65,30 +65,26 @@ def cached_hidden(model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor,
                   positions: torch.Tensor, keep: int, bits: int) -> torch.Tensor:  # fmt: skip
     """The final hidden states of the last ``keep`` positions ``[batch, keep, d]``, with
     the positions before them read back from a ``bits``-bit quantized cache."""
-    cache = quantized_cache(model, bits)
     width = ids.shape[1]
     split = width - keep
-    base = model.base_model
-    if split > 0:
-        base(input_ids=ids[:, :split], attention_mask=mask[:, :split],
-             position_ids=positions[:, :split], cache=cache, use_cache=True)  # fmt: skip
+    cache = prefilled_cache(model, ids[:, :split], mask[:, :split], bits)
     hidden = []
     for start in range(split, width, RESIDUAL):
         stop = min(start + RESIDUAL, width)
-        out = base(input_ids=ids[:, start:stop], attention_mask=mask[:, :stop],
-                   position_ids=positions[:, start:stop], cache=cache, use_cache=True)  # fmt: skip
+        out = model.base_model(input_ids=ids[:, start:stop], attention_mask=mask[:, :stop],
+                               position_ids=positions[:, start:stop], cache=cache, use_cache=True)  # fmt: skip
         hidden.append(out.last_hidden_state)
     return torch.cat(hidden, dim=1)
 
 
 def prefilled_cache(model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor, bits: int):
-    """A ``bits``-bit quantized cache holding every prompt token but the last, for
-    ``model.generate`` to go on from."""
+    """A ``bits``-bit quantized cache holding ``ids`` (left-padded rows, ``mask``), for
+    scoring or ``model.generate`` to go on from."""
     cache = quantized_cache(model, bits)
-    positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
-    if ids.shape[1] > 1:
-        model.base_model(input_ids=ids[:, :-1], attention_mask=mask[:, :-1],
-                         position_ids=positions[:, :-1], cache=cache, use_cache=True)  # fmt: skip
+    if ids.shape[1] > 0:
+        positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
+        model.base_model(input_ids=ids, attention_mask=mask, position_ids=positions,
+                         cache=cache, use_cache=True)  # fmt: skip
     return cache
 
 

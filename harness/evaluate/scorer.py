@@ -389,7 +389,7 @@ class Scorer:
             cache = (
                 None
                 if self.kv_bits is None
-                else prefilled_cache(self.model, ids, mask, self.kv_bits)
+                else prefilled_cache(self.model, ids[:, :-1], mask[:, :-1], self.kv_bits)
             )
             generated = self.model.generate(input_ids=ids, attention_mask=mask, cache=cache,
                                             generation_config=config, tokenizer=tokenizer)  # fmt: skip
