@@ -9,7 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 TASK_KINDS: tuple[str, ...] = ("perplexity", "multiple_choice", "generate", "lm_eval")
 
@@ -183,6 +186,19 @@ class ItemResult:
     kld_tokens: tuple[float, ...] | None = None  # KL divergence at each scored token
     dp_tokens: tuple[float, ...] | None = None  # p_variant(gold) - p_baseline(gold) per token
     nonfinite: int = 0  # positions whose logits held NaN/Inf: the item then counts as wrong, worst
+
+
+@dataclass
+class Reference:
+    """The baseline at the scored positions of one item: its final hidden states, and its
+    greedy tokens (from its own full-precision logits, so near-ties cannot flip top-1), and
+    where the scored tokens are the baseline's own (a generated answer) those tokens."""
+
+    hidden: Tensor  # [n, hidden_size], float16 (or float32 where float16 overflows)
+    argmax: Tensor  # [n] int32
+    tokens: Tensor | None = (
+        None  # [n] int32: the scored tokens, where a variant must score the same
+    )
 
 
 @dataclass(frozen=True)

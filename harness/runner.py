@@ -20,7 +20,7 @@ from harness.calibration import calibration_record, item_texts, load_calibration
 from harness.diagnostics import base_precision
 from harness.errors import InputError
 from harness.evaluate.kvcache import kv_cache_record
-from harness.evaluate.lm_eval_adapter import run_samples, to_rows
+from harness.evaluate.lm_eval_adapter import evaluate_lm_eval
 from harness.evaluate.scorer import MAX_BATCH_TOKENS, MAX_BATCH_TOKENS_ACCELERATOR, Scorer
 from harness.evaluate.tasks import evaluate_task, prepare
 from harness.fanout import VariantDone, VariantJob, fan_out
@@ -78,9 +78,6 @@ def _sweep(spec: RunSpec, *, overwrite: bool, progress: bool, argv: list[str] | 
         raise InputError(
             "--ray evaluates the harness's own task kinds; run suites with lm-eval tasks without --ray"
         )
-    if any(v.kv_bits for v in spec.variants) and len(task_items) < len(suite.tasks):
-        raise InputError("a quantized KV cache is applied by the harness's own engine; lm-eval "
-                         "tasks run on lm-eval's, so run them without KV-cache variants")  # fmt: skip
     torch.set_num_threads(spec.threads)
     torch.manual_seed(spec.seed)
 
@@ -210,9 +207,9 @@ def _sweep(spec: RunSpec, *, overwrite: bool, progress: bool, argv: list[str] | 
         bar.set_description(f"{variant.name} · {task.name}")
         start = time.perf_counter()
         if task.kind == "lm_eval":
-            samples = run_samples(task, model, tokenizer, limit=_item_limit(spec, task), batch_size=spec.batch_size,
-                                  max_length=min(max_length, 4096), seed=spec.seed)  # fmt: skip
-            rows, reference = to_rows(task, samples, variant.name), None
+            rows, reference = evaluate_lm_eval(task, active, tokenizer, prefix, variant.name,
+                                               reference_of(variant, task), limit=_item_limit(spec, task),
+                                               seed=spec.seed, on_progress=bar.update)  # fmt: skip
         else:
             rows, reference = evaluate_task(task, items, active, tokenizer, variant.name,
                                         reference_of(variant, task), on_progress=bar.update)  # fmt: skip
@@ -397,8 +394,7 @@ def _item_limit(spec: RunSpec, task) -> int | None:
 def _done(store: RunStore, variant: Variant, task) -> bool:
     if not store.has(variant.name, task.name):
         return False
-    needs_reference = variant.is_baseline and task.kind != "lm_eval"
-    return not needs_reference or store.has_reference(task.name)
+    return not variant.is_baseline or store.has_reference(task.name)
 
 
 def _headline(task, rows) -> str:

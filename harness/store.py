@@ -26,15 +26,11 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from harness.errors import InputError
-from harness.records import ItemResult
-
-if TYPE_CHECKING:  # torch loads only when references are read or written
-    from harness.evaluate.scorer import Reference
+from harness.records import ItemResult, Reference
 
 ITEM_COLUMNS = [f.name for f in dataclasses.fields(ItemResult)]
 LOCK = ".lock"  # held by the process writing the run
@@ -281,7 +277,8 @@ class RunStore:
 
         ids = list(references)
         tensors = {f"{key}.{n}": getattr(references[i], key).contiguous()
-                   for n, i in enumerate(ids) for key in ("hidden", "argmax")}  # fmt: skip
+                   for n, i in enumerate(ids) for key in ("hidden", "argmax", "tokens")
+                   if getattr(references[i], key) is not None}  # fmt: skip
         metadata = {"ids": json.dumps(ids)}
         _atomic_write(
             self._reference(task), lambda tmp: save_file(tensors, str(tmp), metadata=metadata)
@@ -293,12 +290,11 @@ class RunStore:
     def load_reference(self, task: str) -> dict[str, Reference] | None:
         from safetensors import safe_open
 
-        from harness.evaluate.scorer import Reference
-
         path = self._reference(task)
         if not path.exists():
             return None
         with safe_open(str(path), framework="pt") as f:
-            ids = json.loads(f.metadata()["ids"])
-            return {item_id: Reference(hidden=f.get_tensor(f"hidden.{n}"), argmax=f.get_tensor(f"argmax.{n}"))
+            ids, names = json.loads(f.metadata()["ids"]), set(f.keys())
+            return {item_id: Reference(**{key: f.get_tensor(f"{key}.{n}") for key in ("hidden", "argmax", "tokens")
+                                          if f"{key}.{n}" in names})
                     for n, item_id in enumerate(ids)}  # fmt: skip

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from harness.errors import InputError
+from harness.evaluate.lm_eval_adapter import declared_metric
 from harness.metrics import METRICS
 from harness.records import TASK_KINDS, Suite, Task
 from harness.registry import did_you_mean
@@ -123,6 +124,7 @@ def _parse_task(entry: object, index: int, path: Path) -> Task:
             if not local.is_file():
                 raise InputError(f"{where}: lm-eval task file not found: {local}")
             ref = str(local)
+            values.setdefault("metric", declared_metric(local) or "acc")
         values["lm_eval"] = ref
         values.setdefault("metric", "acc")
         values["data"] = None

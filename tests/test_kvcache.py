@@ -124,16 +124,3 @@ def test_a_sweep_with_kv_bits_stores_paired_rows_and_the_cache_settings(
     scored = rows[(rows["variant"] == "kv2") & (rows["task"] == "text")]
     assert (scored["kld"] > 0).all()  # the cache changes what the base weights predict
     assert "kv2" in (out / "report.md").read_text()
-
-
-def test_kv_variants_are_refused_with_lm_eval_tasks(tiny_model_dir, tmp_path, capsys):
-    from harness.cli import main
-
-    (tmp_path / "s.yaml").write_text(
-        "name: s\ntasks: [{name: ext, kind: lm_eval, lm_eval: task.yaml}]\n", encoding="utf-8"
-    )
-    (tmp_path / "task.yaml").write_text("task: ext\n", encoding="utf-8")
-    code = main(["run", "--model", str(tiny_model_dir), "--suite", str(tmp_path / "s.yaml"),
-                 "--out", str(tmp_path / "run"), "--kv-bits", "4", "--bits", "8", "--no-progress"])  # fmt: skip
-    assert code == 2
-    assert "quantized KV cache" in capsys.readouterr().err

@@ -6,8 +6,7 @@ import pytest
 import torch
 
 from harness.errors import InputError
-from harness.evaluate.scorer import Reference
-from harness.records import ItemResult
+from harness.records import ItemResult, Reference
 from harness.store import RunStore
 
 

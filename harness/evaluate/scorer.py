@@ -23,15 +23,7 @@ import torch.nn.functional as F
 
 from harness.errors import InputError
 from harness.evaluate.kvcache import cached_hidden, prefilled_cache
-
-
-@dataclass
-class Reference:
-    """The baseline at the scored positions of one item: its final hidden states, and its
-    greedy tokens (from its own full-precision logits, so near-ties cannot flip top-1)."""
-
-    hidden: torch.Tensor  # [n, hidden_size], float16 (or float32 where float16 overflows)
-    argmax: torch.Tensor  # [n] int32
+from harness.records import Reference
 
 
 @dataclass

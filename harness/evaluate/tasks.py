@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from harness.evaluate.scorer import Reference, Scored, Scorer
-from harness.records import ItemResult, Task
+from harness.evaluate.scorer import Scored, Scorer
+from harness.records import ItemResult, Reference, Task
 
 LENGTH_BUCKETS = ((512, "ctx<=512"), (1024, "ctx<=1k"), (2048, "ctx<=2k"))
 LONGEST_BUCKET = "ctx>2k"
@@ -201,9 +201,7 @@ def evaluate_task(
                                               argmax=torch.cat([p.argmax for p in parts]).int())  # fmt: skip
         nll = -float(logprobs.sum())
         n_tokens = int(logprobs.numel())
-        divergence = (
-            _divergence(parts) if reference is not None else {"kld": None, "top1_agree": None}
-        )
+        measured = divergence(parts) if reference is not None else {"kld": None, "top1_agree": None}
         correct = correct_norm = margin = None
         prediction = ""
         if task.kind == "multiple_choice":
@@ -230,12 +228,12 @@ def evaluate_task(
         rows.append(ItemResult(
             variant=variant, task=task.name, item_id=item.item_id, slices=item.slices, correct=correct,
             correct_norm=correct_norm, score=score, nll=nll, gold_logprob=-nll, n_tokens=n_tokens,
-            margin=margin, prediction=prediction, target=item.target, nonfinite=nonfinite, **divergence,
+            margin=margin, prediction=prediction, target=item.target, nonfinite=nonfinite, **measured,
         ))  # fmt: skip
     return rows, hiddens
 
 
-def _divergence(parts: list[Scored]) -> dict:
+def divergence(parts: list[Scored]) -> dict:
     """An item's comparison with the baseline over its scored tokens: mean KLD and top-1
     agreement, and the KLD and gold-probability change of every token."""
     kld = torch.cat([p.kld for p in parts])
