@@ -17,13 +17,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from harness.evaluate.scorer import Scorer  # noqa: E402
-from harness.evaluate.tasks import evaluate_task, prepare  # noqa: E402
-from harness.models import load_model, prefix_token_id  # noqa: E402
+from harness.analysis.summary import task_value  # noqa: E402
+from harness.data.suites import load_items, load_suite  # noqa: E402
+from harness.engine.scorer import Scorer  # noqa: E402
+from harness.engine.tasks import evaluate_task, prepare  # noqa: E402
+from harness.model.load import load_model, prefix_token_id  # noqa: E402
 from harness.records import ModelSpec  # noqa: E402
-from harness.store import rows_to_frame  # noqa: E402
-from harness.suites import load_items, load_suite  # noqa: E402
-from harness.summary import task_value  # noqa: E402
+from harness.run.store import rows_to_frame  # noqa: E402
 
 
 def main() -> None:

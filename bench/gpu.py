@@ -25,11 +25,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from harness.evaluate.scorer import Scorer  # noqa: E402
-from harness.evaluate.tasks import evaluate_task, prepare  # noqa: E402
-from harness.models import load_tokenizer, prefix_token_id  # noqa: E402
+from harness.data.suites import load_items, load_suite  # noqa: E402
+from harness.engine.scorer import Scorer  # noqa: E402
+from harness.engine.tasks import evaluate_task, prepare  # noqa: E402
+from harness.model.load import load_tokenizer, prefix_token_id  # noqa: E402
 from harness.records import ModelSpec  # noqa: E402
-from harness.suites import load_items, load_suite  # noqa: E402
 
 SIZES = {  # hidden, intermediate, layers, heads, kv heads
     "tiny": (256, 688, 4, 8, 4),

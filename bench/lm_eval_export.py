@@ -21,8 +21,8 @@ from pathlib import Path
 
 import yaml
 
+from harness.data.suites import load_items
 from harness.records import Suite
-from harness.suites import load_items
 
 
 def _jinja(template: str) -> str:

@@ -67,8 +67,8 @@ def configs(args):
     method entries of a ``--variants`` file; a pair that cannot be made is skipped."""
     import dataclasses
 
-    from harness.methods import METHODS, make_config
-    from harness.variants import load_variants
+    from harness.quant import METHODS, make_config
+    from harness.quant.variants import load_variants
 
     if args.variants:
         yield from (v.config for v in load_variants(args.variants) if v.config and not v.kv_bits)
@@ -103,9 +103,9 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    from harness.calibration import load_calibration
-    from harness.methods import MasterCopy, quantize_
-    from harness.models import load_model, prefix_token_id, weight_files
+    from harness.model.load import load_model, prefix_token_id, weight_files
+    from harness.quant import MasterCopy, quantize_
+    from harness.quant.calibration import load_calibration
     from harness.records import CalibrationSpec, ModelSpec
 
     spec = ModelSpec()
@@ -119,7 +119,7 @@ def main() -> None:
         tokenizer, [text], prefix=None if args.no_bos else prefix_token_id(tokenizer),
     )  # fmt: skip
     if args.export:
-        from harness.models import model_source
+        from harness.model.load import model_source
 
         torch.save(
             {"model": model_source(spec), "text": ids, "calibration": calib.tokens}, args.export

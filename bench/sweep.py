@@ -31,9 +31,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def harness_sweep(spec_args: dict, out: Path, adaptive: bool) -> dict:
-    from harness.analysis import analyse
+    from harness.analysis.analyse import analyse
     from harness.records import RunSpec
-    from harness.runner import run
+    from harness.run.runner import run
 
     # start afresh: a stored run of unchanged scoring code would be resumed, not timed
     shutil.rmtree(out, ignore_errors=True)
@@ -57,9 +57,9 @@ def harness_sweep(spec_args: dict, out: Path, adaptive: bool) -> dict:
 
 
 def prepared_tasks(suite, tokenizer, seed: int = 0):
-    from harness.evaluate.tasks import prepare
-    from harness.models import prefix_token_id
-    from harness.suites import load_items
+    from harness.data.suites import load_items
+    from harness.engine.tasks import prepare
+    from harness.model.load import prefix_token_id
 
     out = {}
     for task in suite.tasks:
@@ -82,7 +82,7 @@ def prepared_tasks(suite, tokenizer, seed: int = 0):
 def floor_pass(model, tokenizer, tasks, batch_size: int, max_length: int) -> float:
     """Seconds of bare forward passes (and decoding) for one variant, task by task as the
     harness batches them."""
-    from harness.evaluate.scorer import Scorer
+    from harness.engine.scorer import Scorer
 
     scorer = Scorer(model, tokenizer.pad_token_id, batch_size=batch_size, max_length=max_length)
     seconds = 0.0
@@ -130,10 +130,10 @@ def main() -> None:
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     torch.set_num_threads(args.threads)
 
-    from harness.methods import MasterCopy, make_config, quantize_
-    from harness.models import load_model, weight_files
+    from harness.data.suites import load_suite
+    from harness.model.load import load_model, weight_files
+    from harness.quant import MasterCopy, make_config, quantize_
     from harness.records import ModelSpec, Variant
-    from harness.suites import load_suite
 
     bits = [int(b) for b in args.bits.split(",")]
     configs = [make_config("rtn", bits=b) for b in bits]

@@ -241,14 +241,14 @@ def _version() -> str:
 
 
 def _method_names() -> str:
-    from harness.methods import METHODS
+    from harness.quant import METHODS
 
     return ", ".join(METHODS.names())
 
 
 def _variants(args) -> tuple[list, list[str]]:
     """The variants to evaluate and the (method, bits) pairs skipped as unsupported."""
-    from harness.variants import with_kv_cache
+    from harness.quant.variants import with_kv_cache
 
     variants, skipped = _weight_variants(args)
     return with_kv_cache(variants, getattr(args, "kv_bits", None) or []), skipped
@@ -256,7 +256,7 @@ def _variants(args) -> tuple[list, list[str]]:
 
 def _weight_variants(args) -> tuple[list, list[str]]:
     from harness.errors import InputError
-    from harness.variants import artifact_variants, load_variants, sweep
+    from harness.quant.variants import artifact_variants, load_variants, sweep
 
     models = [
         m.strip() for m in (getattr(args, "variant_models", None) or "").split(",") if m.strip()
@@ -319,11 +319,11 @@ def _stopwatch(prefix: str):
 def cmd_diagnose(args) -> int:
     import torch
 
-    from harness.diagnostics import diagnose
-    from harness.models import load_model, resolve_device
+    from harness.data.suites import load_items, load_suite
+    from harness.diagnose.weights import diagnose
+    from harness.model.load import load_model, resolve_device
     from harness.records import ModelSpec
     from harness.report.diagnostics import write_diagnostics
-    from harness.suites import load_items, load_suite
 
     configs = [v.config for v in _variants(args)[0] if v.config is not None]
     resolve_device(args.device)
@@ -358,18 +358,18 @@ def cmd_diagnose(args) -> int:
 
 
 def cmd_run(args, argv: list[str]) -> int:
+    from harness.data.suites import load_suite
     from harness.errors import InputError
-    from harness.models import resolve_device
+    from harness.model.load import resolve_device
     from harness.records import ModelSpec, RunSpec
-    from harness.runner import run
-    from harness.suites import load_suite
+    from harness.run.runner import run
 
     variants, skipped = _variants(args)  # bad methods or bits fail before anything is loaded
     for line in skipped:
         print(f"qharness: skipping {line}", file=sys.stderr)
     calibration = None
     if any(v.config and v.config.needs_calibration for v in variants):
-        from harness.calibration import DEFAULT_SOURCE
+        from harness.quant.calibration import DEFAULT_SOURCE
         from harness.records import CalibrationSpec
 
         calibration = CalibrationSpec(args.calibration or DEFAULT_SOURCE, args.calibration_samples,
@@ -389,7 +389,7 @@ def cmd_run(args, argv: list[str]) -> int:
     if args.ray is not None:
         if args.adaptive:
             raise InputError("--ray and --adaptive do not combine yet: choose one")
-        from harness.fanout import require_ray
+        from harness.run.fanout import require_ray
 
         require_ray()
     if args.policy is not None and not args.policy.is_file():
@@ -401,7 +401,7 @@ def cmd_run(args, argv: list[str]) -> int:
 
 
 def _gate(store, args) -> int:
-    from harness.analysis import analyse
+    from harness.analysis.analyse import analyse
     from harness.report.findings import terminal_summary_of
 
     result = analyse(store, policy_path=args.policy, require=args.require, junit=args.junit,
@@ -412,7 +412,7 @@ def _gate(store, args) -> int:
 
 
 def cmd_suites_validate(args) -> int:
-    from harness.suites import load_items, load_suite
+    from harness.data.suites import load_items, load_suite
 
     for path in args.paths:
         suite = load_suite(path)
@@ -424,7 +424,7 @@ def cmd_suites_validate(args) -> int:
 
 
 def cmd_gate(args) -> int:
-    from harness.store import RunStore
+    from harness.run.store import RunStore
 
     store = RunStore(args.run_dir)
     store.manifest()  # a clear error when there is no run
@@ -434,7 +434,7 @@ def cmd_gate(args) -> int:
 def cmd_plan(args) -> int:
     import dataclasses
 
-    from harness.plan import format_plan, plan_from_model, plan_from_run
+    from harness.analysis.sizing import format_plan, plan_from_model, plan_from_run
     from harness.records import ModelSpec
 
     if args.run_dir is not None:
@@ -453,8 +453,8 @@ def cmd_report(args) -> int:
     """Rewrite every report file; the gate is re-applied with the stored target."""
     import json
 
-    from harness.analysis import TARGET_ANY, analyse
-    from harness.store import RunStore
+    from harness.analysis.analyse import TARGET_ANY, analyse
+    from harness.run.store import RunStore
 
     store = RunStore(args.run_dir)
     store.manifest()
@@ -466,7 +466,7 @@ def cmd_report(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from harness.compare import write_comparison
+    from harness.analysis.compare import write_comparison
 
     out = args.out or Path("results") / f"compare-{args.run_a.name}-vs-{args.run_b.name}"
     paths = write_comparison(args.run_a, args.run_b, out, args.pair)

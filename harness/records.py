@@ -1,7 +1,7 @@
 """Every record passed between stages. Plain frozen dataclasses, no logic.
 
 Read this module first: the pipeline is ``RunSpec -> Variant -> ItemResult -> summary``.
-Quantization configs live with their methods (``harness.methods``); they all derive
+Quantization configs live with their methods (``harness.quant``); they all derive
 from :class:`QuantConfig` here.
 """
 
@@ -135,7 +135,7 @@ class Suite:
     version: str
     tasks: tuple[Task, ...]
     path: Path | None = None
-    gate: dict | None = None  # the raw ``gate:`` block (validated by harness.gate)
+    gate: dict | None = None  # the raw ``gate:`` block (validated by harness.analysis.gate)
 
 
 @dataclass(frozen=True)
@@ -207,7 +207,7 @@ class Comparison:
 
     ``loss`` is the quality lost, as a fraction: the relative accuracy drop
     ``(base - value) / base``, or for perplexity ``value / base - 1``. Intervals are
-    paired intervals at ``level`` (see :mod:`harness.stats`); the ``kld_p*`` fields are
+    paired intervals at ``level`` (see :mod:`harness.analysis.stats`); the ``kld_p*`` fields are
     percentiles over every scored token of the slice.
     """
 

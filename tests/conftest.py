@@ -108,8 +108,8 @@ def held_out_error(model, method: str, bits: int = 3, **options):
     tokens; the mean squared change of its logits on 8 held-out sequences, and the report."""
     import copy
 
-    from harness.calibration import Calibration
-    from harness.methods import make_config, quantize_
+    from harness.quant import make_config, quantize_
+    from harness.quant.calibration import Calibration
     from harness.records import CalibrationSpec
 
     torch.manual_seed(8)

@@ -8,8 +8,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness.methods import register_method
-from harness.methods.rtn import RTNConfig, quantize_rtn
+from harness.quant import register_method
+from harness.quant.rtn import RTNConfig, quantize_rtn
 
 
 @dataclass(frozen=True)

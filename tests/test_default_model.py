@@ -9,14 +9,14 @@ import os
 import pytest
 import torch
 
-from harness.diagnostics import base_precision
-from harness.evaluate.scorer import Scorer
-from harness.evaluate.tasks import evaluate_task, prepare
-from harness.methods import MasterCopy, quantize_
-from harness.methods.rtn import RTNConfig
-from harness.models import default_model_dir, load_model, prefix_token_id
+from harness.data.suites import load_items, load_suite
+from harness.diagnose.weights import base_precision
+from harness.engine.scorer import Scorer
+from harness.engine.tasks import evaluate_task, prepare
+from harness.model.load import default_model_dir, load_model, prefix_token_id
+from harness.quant import MasterCopy, quantize_
+from harness.quant.rtn import RTNConfig
 from harness.records import ModelSpec
-from harness.suites import load_items, load_suite
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.slow
@@ -113,8 +113,8 @@ def test_methods_on_the_default_model(default_model, text_task):
     within 5% for every method), 8-bit weights and activations (W8A8) within 10%. The
     calibration budget is cut to fit the suite's time (8 × 256 tokens; AWQ's search on 4
     of them over 10 exponents)."""
-    from harness.calibration import DEFAULT_SOURCE, item_texts, load_calibration
-    from harness.methods import make_config
+    from harness.quant import make_config
+    from harness.quant.calibration import DEFAULT_SOURCE, item_texts, load_calibration
     from harness.records import CalibrationSpec
 
     model, tokenizer = default_model
@@ -152,7 +152,7 @@ def test_kld_matches_the_full_vocabulary_value(default_model, text_task, config)
     """The engine's KLD against a plain full-vocabulary computation from
     ``model(...).logits`` on one text (the issue's bar: within 2%; the top-128 summary of
     earlier versions was ~10% low)."""
-    from harness.methods import make_config
+    from harness.quant import make_config
 
     model, tokenizer = default_model
     master = MasterCopy(model)

@@ -12,10 +12,10 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from harness.data.suites import load_items, load_suite
+from harness.engine.tasks import prepare
 from harness.errors import InputError
-from harness.evaluate.tasks import prepare
-from harness.suites import load_items, load_suite
-from harness.variants import load_variants
+from harness.quant.variants import load_variants
 from harness.yamlfile import read_yaml
 from tests.conftest import make_tokenizer, write_jsonl
 

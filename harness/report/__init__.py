@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pandas as pd
 
+from harness.analysis.stats import families
+from harness.analysis.summary import summarize
 from harness.records import Verdict
 from harness.report import plots, views
 from harness.report.findings import what_broke
 from harness.report.html import write_html
 from harness.report.markdown import write_markdown
-from harness.stats import families
-from harness.store import RunStore
-from harness.summary import summarize
+from harness.run.store import RunStore
 
 PLOTS = {"knee": "plots/knee.png", "slices": "plots/knee_slices.png", "pareto": "plots/pareto.png",
          "heatmap": "plots/heatmap.png", "flips": "plots/flips.png"}  # fmt: skip

@@ -9,11 +9,11 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from harness.gate import RULES
+from harness.analysis.gate import RULES
+from harness.analysis.stats import add_fragile, explode_slices
 from harness.metrics import get_metric
 from harness.records import Finding, Verdict
 from harness.registry import UnknownName
-from harness.stats import add_fragile, explode_slices
 
 TOP = 10
 TERMINAL_TOP = 5

@@ -11,7 +11,7 @@ import math
 
 import pandas as pd
 
-from harness.stats import families, find_knee
+from harness.analysis.stats import families, find_knee
 
 MAX_EXAMPLES = 4  # broken items shown per flagged variant x task
 BUILTIN_SLICES = ("general", "arithmetic", "rare", "long_context")

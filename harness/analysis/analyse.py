@@ -1,0 +1,133 @@
+"""Stored results -> comparisons, knees, gate verdict and every report file.
+
+Needs no model: ``qharness run`` calls it after the sweep, and ``qharness gate`` /
+``qharness report`` call it on a stored run (with a changed policy, say).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pandas as pd
+
+from harness.analysis.gate import (
+    Policy,
+    apply_policy,
+    load_policy,
+    nonfinite_findings,
+    parse_policy,
+    verdict,
+    write_junit,
+)
+from harness.analysis.power import power_frame, slice_power
+from harness.analysis.stats import compare, comparisons_frame, knees
+from harness.errors import InputError
+from harness.records import Verdict
+from harness.report import write_reports
+from harness.run.adaptive import partial_failures
+from harness.run.store import RunStore, write_json
+
+TARGET_ANY = "a recommended variant exists"
+STATS_NOTE = (
+    "Paired intervals, Bonferroni-simultaneous per variant over its task x slice "
+    "comparisons (family-wise level 1 - alpha), deterministic (no resampling): "
+    "Clopper-Pearson for flip rates; linearised ratio-estimator t-intervals for accuracy "
+    "changes (with one lost and one gained pseudo-item), perplexity ratios, KLD and top-1 "
+    "agreement; p-values from McNemar's exact test (accuracy) or the Wilcoxon signed-rank "
+    "test, Benjamini-Hochberg adjusted across all comparisons (q_value)."
+)
+
+
+def resolve_policy(store: RunStore, policy_path: Path | None, mode: str | None = None,
+                   record: bool = True) -> Policy:  # fmt: skip
+    """``--policy FILE``, else the policy recorded in the run, else the suite's ``gate:``
+    block, else the built-in defaults; ``mode`` (``--gate-mode``) overrides its mode. With
+    ``record`` the policy used is recorded in the run (a gate decision); without, the run
+    is only read (``qharness plan``)."""
+    policy = _resolve_policy(store, policy_path)
+    if mode is not None:
+        policy = dataclasses.replace(policy, mode=mode)
+    if record and store.manifest().get("policy") != policy_record(policy):
+        store.update_manifest(policy=policy_record(policy))
+    return policy
+
+
+def _resolve_policy(store: RunStore, policy_path: Path | None) -> Policy:
+    if policy_path is not None:
+        return load_policy(policy_path)
+    manifest = store.manifest()
+    if manifest.get("policy"):
+        recorded = manifest["policy"]
+        return dataclasses.replace(parse_policy(recorded["gate"], "the run's recorded policy"),
+                                   source=recorded["source"])  # fmt: skip
+    raw = manifest.get("suite", {}).get("gate")
+    return (
+        parse_policy(raw, f"suite {manifest.get('suite', {}).get('path', '?')}")
+        if raw
+        else parse_policy(None, "")
+    )
+
+
+def policy_record(policy: Policy) -> dict:
+    """The policy as stored in the manifest: a complete ``gate:`` block (every rule
+    spelled out, built-in defaults included) and where it came from."""
+    gate = {"alpha": policy.alpha, "min_items": policy.min_items, "mode": policy.mode, "defaults": False,
+            "rules": [r.to_dict() for r in policy.rules]}  # fmt: skip
+    return {"source": policy.source, "gate": gate}
+
+
+def analyse(store: RunStore, *, policy_path: Path | None = None, require: str | None = None,
+            junit: Path | None = None, mode: str | None = None) -> Verdict:  # fmt: skip
+    """Compare every variant to the baseline, apply the gate, and write ``gate.json``,
+    ``comparisons.csv``, the optional JUnit file and the reports."""
+    manifest = store.manifest()
+    items = store.load_items()
+    if items.empty or "baseline" not in set(items["variant"]):
+        raise InputError(f"{store.root} has no baseline results yet; run or resume it first")
+    policy = resolve_policy(store, policy_path, mode)
+    metrics = {t["name"]: t["metric"] for t in manifest.get("suite", {}).get("tasks", [])}
+    variants = {
+        v: info for v, info in manifest.get("variants", {}).items() if v in set(items["variant"])
+    }
+    comparisons = compare(items, metrics, alpha=policy.alpha, min_items=1)
+    knee_table = knees(comparisons, variants)
+    findings = apply_policy(policy, comparisons)
+    findings += partial_failures(manifest, findings) + nonfinite_findings(items)
+    result = verdict(findings, variants, require, policy.mode)
+
+    frame = comparisons_frame(comparisons)
+    comparisons_frame(comparisons, split_intervals=True).to_csv(
+        store.root / "comparisons.csv", index=False, float_format="%.6g"
+    )
+    write_json(store.root / "gate.json", gate_record(policy, result, knee_table))
+    if junit is not None:
+        write_junit(result, junit)
+    baseline = items[items["variant"] == "baseline"]
+    power = power_frame(slice_power(baseline, metrics, policy, comparisons))
+    power.to_csv(store.root / "power.csv", index=False, float_format="%.6g")
+    write_reports(
+        store, comparisons=frame, knees=knee_table, verdict=result, items=items, power=power
+    )
+    return result
+
+
+def gate_record(policy: Policy, result: Verdict, knee_table: pd.DataFrame) -> dict:
+    return {
+        "passed": result.passed,
+        "target": result.target or TARGET_ANY,
+        "recommended_variant": result.recommended_variant,
+        "policy": {
+            "source": policy.source,
+            "alpha": policy.alpha,
+            "mode": policy.mode,
+            "rules": [r.to_dict() for r in policy.rules],
+        },
+        "statistics": STATS_NOTE,
+        "variants": [dataclasses.asdict(v) for v in result.variants],
+        "knees": knee_table.to_dict(orient="records"),
+        "findings": [dataclasses.asdict(f) for f in result.findings if f.severity != "pass"],
+        "n_findings": {
+            s: sum(f.severity == s for f in result.findings) for s in ("pass", "warn", "fail")
+        },
+    }

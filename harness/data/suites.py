@@ -1,0 +1,252 @@
+"""Task suites as data: a YAML suite file naming JSONL item files.
+
+Every problem is reported as an :class:`InputError` that names the file (and line,
+for JSONL) so the CLI can print one readable message and exit 2.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import string
+from collections.abc import Iterator
+from pathlib import Path
+
+from harness.engine.lm_eval_tasks import declared_metric
+from harness.errors import InputError
+from harness.metrics import METRICS
+from harness.records import TASK_KINDS, Suite, Task
+from harness.registry import did_you_mean
+from harness.yamlfile import read_yaml
+
+DEFAULT_METRIC = {
+    "perplexity": "perplexity",
+    "multiple_choice": "acc",
+    "generate": "exact_match",
+    "lm_eval": "acc",
+}
+METRICS_BY_KIND = {"perplexity": ("perplexity",), "multiple_choice": ("acc", "acc_norm"),
+                   "generate": ("exact_match", "greedy_match")}  # lm_eval: whatever it logs  # fmt: skip
+_SUITE_KEYS = {"name", "version", "tasks", "description", "gate"}
+_TASK_FIELDS = {f.name: f for f in dataclasses.fields(Task)}
+
+
+def load_suite(path: str | Path) -> Suite:
+    """Read and validate a suite file; data paths resolve relative to it."""
+    path = Path(path)
+    raw = read_yaml(path, "suite")
+    if not isinstance(raw, dict):
+        raise InputError(f"{path}: a suite must be a mapping with 'name', 'version' and 'tasks'")
+    _check_keys(raw, _SUITE_KEYS, f"{path}")
+    for key in ("name", "tasks"):
+        if key not in raw:
+            raise InputError(f"{path}: missing required key {key!r}")
+    if not isinstance(raw["tasks"], list) or not raw["tasks"]:
+        raise InputError(f"{path}: 'tasks' must be a non-empty list")
+    tasks = tuple(_parse_task(entry, i, path) for i, entry in enumerate(raw["tasks"]))
+    names = [t.name for t in tasks]
+    duplicated = sorted({n for n in names if names.count(n) > 1})
+    if duplicated:
+        raise InputError(f"{path}: duplicate task name(s): {', '.join(duplicated)}")
+    for task in tasks:
+        if task.kind != "lm_eval":
+            load_items(task)  # validates the data up front, before any model is loaded
+    if raw.get("gate") is not None:
+        from harness.analysis.gate import parse_policy
+
+        parse_policy(raw["gate"], str(path))  # validated now, applied after the run
+    return Suite(
+        name=str(raw["name"]),
+        version=str(raw.get("version", "0")),
+        tasks=tasks,
+        path=path,
+        gate=raw.get("gate"),
+    )
+
+
+def _check_keys(raw: dict, allowed: set[str], where: str) -> None:
+    for key in raw:
+        if key not in allowed:
+            hint = did_you_mean(str(key), sorted(allowed))
+            raise InputError(f"{where}: unknown key {key!r}{hint}")
+
+
+def _parse_task(entry: object, index: int, path: Path) -> Task:
+    where = f"{path}: task {index + 1}"
+    if not isinstance(entry, dict):
+        raise InputError(f"{where}: each task must be a mapping")
+    if "name" in entry:
+        where = f"{path}: task {entry['name']!r}"
+    _check_keys(entry, set(_TASK_FIELDS), where)
+    required = (
+        ("name", "kind", "lm_eval") if entry.get("kind") == "lm_eval" else ("name", "kind", "data")
+    )
+    for key in required:
+        if key not in entry:
+            raise InputError(f"{where}: missing required key {key!r}")
+    _check_types(entry, where)
+    if entry["kind"] not in TASK_KINDS:
+        hint = did_you_mean(str(entry["kind"]), list(TASK_KINDS))
+        raise InputError(
+            f"{where}: unknown kind {entry['kind']!r}{hint} (choose from {', '.join(TASK_KINDS)})"
+        )
+    values = dict(entry)
+    for key in ("slices", "stop"):
+        if key in values:
+            if isinstance(values[key], str):
+                values[key] = [values[key]]
+            if not isinstance(values[key], list) or not all(
+                isinstance(v, str) for v in values[key]
+            ):
+                raise InputError(f"{where}: {key!r} must be a list of strings")
+            values[key] = tuple(values[key])
+    for key in ("fewshot", "max_new_tokens", "window", "stride", "limit"):
+        least = 1 if key in ("max_new_tokens", "window") else 0
+        if key in values and (
+            not isinstance(values[key], int) or isinstance(values[key], bool) or values[key] < least
+        ):
+            raise InputError(f"{where}: {key!r} must be an integer of at least {least}, "
+                             f"not {str(values[key])[:40]!r}")  # fmt: skip
+    if values.get("stride", 0) > values.get("window", _TASK_FIELDS["window"].default):
+        raise InputError(f"{where}: 'stride' must not exceed 'window' (tokens would go unscored)")
+    if values.get("answer_regex") is not None:
+        try:
+            re.compile(values["answer_regex"])
+        except re.error as exc:
+            raise InputError(
+                f"{where}: 'answer_regex' is not a valid regular expression ({exc})"
+            ) from None
+    if values["kind"] == "lm_eval":
+        ref = str(values["lm_eval"])
+        if ref.endswith((".yaml", ".yml")):
+            local = (path.parent / ref).resolve()
+            if not local.is_file():
+                raise InputError(f"{where}: lm-eval task file not found: {local}")
+            ref = str(local)
+            values.setdefault("metric", declared_metric(local) or "acc")
+        values["lm_eval"] = ref
+        values.setdefault("metric", "acc")
+        values["data"] = None
+    else:
+        data = (path.parent / str(values["data"])).resolve()
+        if not data.is_file():
+            raise InputError(f"{where}: data file not found: {data}")
+        values["data"] = data
+    if values.get("fewshot_data") is not None:
+        pool = (path.parent / str(values["fewshot_data"])).resolve()
+        if not pool.is_file():
+            raise InputError(f"{where}: fewshot_data file not found: {pool}")
+        values["fewshot_data"] = pool
+    values["name"] = str(values["name"])
+    values.setdefault("metric", DEFAULT_METRIC[values["kind"]])
+    if not isinstance(values["metric"], str) or values["metric"] not in METRICS:
+        raise InputError(f"{where}: unknown metric {values['metric']!r}"
+                         f"{did_you_mean(str(values['metric']), METRICS.names())} (declared metrics: "
+                         f"{', '.join(METRICS.names())}; Python code can declare more with "
+                         "harness.metrics.register_metric)")  # fmt: skip
+    allowed = METRICS_BY_KIND.get(values["kind"])
+    if allowed is not None and values["metric"] not in allowed:
+        raise InputError(f"{where}: metric {values['metric']!r} does not fit kind {values['kind']!r} "
+                         f"(choose from {', '.join(allowed)})")  # fmt: skip
+    return Task(**values)
+
+
+_STRING_FIELDS = {f.name for f in dataclasses.fields(Task) if f.type in ("str", "str | None")}
+_PATH_FIELDS = {"data", "fewshot_data"}
+
+
+def _check_types(entry: dict, where: str) -> None:
+    """Every text field a string (paths too), the name a string or number."""
+    if not isinstance(entry["name"], str | int) or isinstance(entry["name"], bool):
+        raise InputError(f"{where}: 'name' must be a string")
+    for key in (_STRING_FIELDS | _PATH_FIELDS) & set(entry) - {"name"}:
+        value = entry[key]
+        if value is None and (key in _PATH_FIELDS - {"data"} or "None" in _TASK_FIELDS[key].type):
+            continue
+        if not isinstance(value, str):
+            raise InputError(f"{where}: {key!r} must be a string, not {type(value).__name__}")
+
+
+def read_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
+    """(line number, object) for every non-blank line; a bad line is an error naming
+    the file and line."""
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise InputError(f"{path}:{lineno}: not UTF-8 text (byte {exc.start})") from None
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise InputError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
+            except (ValueError, RecursionError) as exc:  # a 5,000-digit number, deep nesting
+                raise InputError(
+                    f"{path}:{lineno}: not usable JSON ({type(exc).__name__})"
+                ) from None
+            if not isinstance(record, dict):
+                raise InputError(f"{path}:{lineno}: each line must be a JSON object")
+            yield lineno, record
+
+
+def load_items(task: Task) -> list[dict]:
+    """The task's JSONL items, each with a string ``id`` (line number when absent)."""
+    items: list[dict] = []
+    seen: set[str] = set()
+    for lineno, item in read_jsonl(task.data):
+        item["id"] = str(item.get("id", lineno))
+        if item["id"] in seen:
+            raise InputError(f"{task.data}:{lineno}: duplicate item id {item['id']!r}")
+        seen.add(item["id"])
+        _check_item(task, item, f"{task.data}:{lineno}")
+        items.append(item)
+    if not items:
+        raise InputError(f"{task.data}: no items (task {task.name!r})")
+    return items
+
+
+def _check_item(task: Task, item: dict, where: str) -> None:
+    if task.kind == "perplexity":
+        if not isinstance(item.get(task.text_field), str) or not item[task.text_field]:
+            raise InputError(f"{where}: missing text field {task.text_field!r}")
+        return
+    templates = [task.prompt] + ([task.target] if task.kind == "generate" else [])
+    for template in templates:
+        try:
+            fields = [field for _, field, _, _ in string.Formatter().parse(template)]
+        except ValueError as exc:
+            raise InputError(
+                f"task {task.name!r}: template {template[:60]!r} is not valid ({exc})"
+            ) from None
+        for field in fields:
+            if field is not None and field not in item:
+                raise InputError(
+                    f"{where}: task {task.name!r} template names missing field {field!r}"
+                )
+        try:  # what rendering will do, so it cannot fail after the model is loaded
+            template.format(**item)
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
+            raise InputError(f"{where}: task {task.name!r} cannot render {template[:60]!r} "
+                             f"({type(exc).__name__}: {exc})") from None  # fmt: skip
+    if task.kind == "multiple_choice":
+        choices = item.get(task.choices_field)
+        if not isinstance(choices, list) or len(choices) < 2:
+            raise InputError(
+                f"{where}: {task.choices_field!r} must be a list of at least 2 strings"
+            )
+        answer = item.get(task.answer_field)
+        if (
+            not isinstance(answer, int)
+            or isinstance(answer, bool)
+            or not 0 <= answer < len(choices)
+        ):
+            raise InputError(
+                f"{where}: {task.answer_field!r} must be an index into {task.choices_field!r}"
+            )
+    if "slices" in item and not (
+        isinstance(item["slices"], list) and all(isinstance(s, str) for s in item["slices"])
+    ):
+        raise InputError(f"{where}: 'slices' must be a list of strings")

@@ -1,1 +1,0 @@
-"""Evaluation: the native scoring engine (``scorer``, ``tasks``) and the lm-eval adapter."""

@@ -1,0 +1,272 @@
+"""Every quantization method on a tiny model: output shape and dtype, error falls as bits
+rise, unsupported bits are refused clearly, size accounting, and restoring the weights."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from harness.errors import InputError
+from harness.quant import (
+    METHODS,
+    MasterCopy,
+    config_from_dict,
+    config_to_dict,
+    make_config,
+    quantize_,
+)
+from harness.quant.calibration import Calibration
+from harness.records import CalibrationSpec
+
+# method -> bit widths to sweep (each supported; errors must fall from left to right)
+SWEEPS = {
+    "rtn": (2, 3, 4, 8),
+    "gptq": (2, 3, 4, 8),
+    "awq": (2, 3, 4, 8),
+    "hqq": (2, 3, 4, 8),
+    "bnb": (4, 8),
+    "gguf": (4, 5, 8),
+    "torchao": (2, 3, 4, 8),
+}
+UNSUPPORTED = {"rtn": 1, "gptq": 1, "awq": 1, "hqq": 7, "bnb": 3, "gguf": 3, "torchao": 1}
+
+
+@pytest.fixture(scope="module")
+def calib():
+    torch.manual_seed(5)
+    return Calibration(CalibrationSpec("memory"), torch.randint(3, 250, (16, 48)), "sha")
+
+
+@pytest.fixture(scope="module")
+def probe():
+    torch.manual_seed(6)
+    return torch.randint(3, 250, (4, 40))
+
+
+def logits(model, ids):
+    with torch.no_grad():
+        return model(ids).logits
+
+
+def rel_error(a, b) -> float:
+    return float((a - b).norm() / a.norm())
+
+
+def test_every_method_is_registered():
+    assert set(SWEEPS) <= set(METHODS.names())
+
+
+@pytest.mark.parametrize("method", SWEEPS)
+def test_output_keeps_shape_and_dtype_and_error_falls_with_bits(method, tiny_model, calib, probe):
+    reference = logits(tiny_model, probe)
+    errors = []
+    for bits in SWEEPS[method]:
+        model = copy.deepcopy(tiny_model)
+        report = quantize_(model, make_config(method, bits=bits, **_fit(method)), calib)
+        out = logits(model, probe)
+        assert out.shape == reference.shape and out.dtype == reference.dtype
+        assert torch.isfinite(out).all()
+        assert report.n_layers == 14 and report.seconds >= 0
+        errors.append(rel_error(reference, out))
+    assert errors == sorted(errors, reverse=True), errors
+    assert errors[-1] < 0.05, errors  # 8 bits is close to free
+
+
+def _fit(method: str) -> dict:
+    """Options that fit the tiny model's 64/128-wide rows."""
+    return {"rtn": {"group_size": 32}, "gptq": {"group_size": 32}, "awq": {"group_size": 32},
+            "hqq": {"group_size": 32}, "torchao": {"group_size": 32}}.get(method, {})  # fmt: skip
+
+
+@pytest.mark.parametrize("method", SWEEPS)
+def test_unsupported_bits_name_the_method_and_its_bits(method):
+    bits = UNSUPPORTED[method]
+    supported = ", ".join(map(str, METHODS.get(method).supported_bits))
+    with pytest.raises(
+        InputError, match=rf"method '{method}' supports bits {supported}, not {bits}"
+    ):
+        make_config(method, bits=bits)
+
+
+@pytest.mark.parametrize(
+    "method,options,bits_per_weight",
+    [
+        ("hqq", {"bits": 4, "group_size": 32}, 4 + 32 / 32),
+        ("hqq", {"bits": 8, "group_size": 64}, 8 + 32 / 64),
+        ("hqq", {"bits": 2, "group_size": 64}, 2 + 32 / 64),
+        ("bnb", {"bits": 4}, 4 + 32 / 64),  # nf4: one float32 absmax per 64
+        ("bnb", {"bits": 4, "format": "fp4", "blocksize": 128}, 4 + 32 / 128),
+        ("gguf", {"bits": 8}, 34 * 8 / 32),  # Q8_0: 32 codes + fp16 scale per 34 bytes
+        ("gguf", {"bits": 4}, 18 * 8 / 32),  # Q4_0
+        ("gguf", {"bits": 4, "qtype": "Q4_1"}, 20 * 8 / 32),
+        ("gguf", {"bits": 5, "qtype": "Q5_1"}, 24 * 8 / 32),
+        (
+            "torchao",
+            {"bits": 4, "group_size": 64},
+            8 + (32 + 8) / 64,
+        ),  # int8 codes, fp32 scale, int8 zero
+    ],
+)
+def test_size_accounting(method, options, bits_per_weight, calib):
+    model = nn.Sequential(nn.Linear(128, 64), nn.Linear(64, 128))
+    report = quantize_(model, make_config(method, ignore=(), **options), calib)
+    n = 2 * 128 * 64
+    assert report.n_weights == n
+    assert report.effective_bits == pytest.approx(bits_per_weight)
+    assert report.packed_bytes == pytest.approx(n * bits_per_weight / 8, abs=1)
+    assert report.model_bytes == report.packed_bytes + 2 * (64 + 128)  # biases at 16 bits
+    assert report.note
+
+
+@pytest.mark.parametrize("symmetric", [False, True])
+def test_gptq_size_accounting_on_a_decoder(symmetric, tiny_model, calib):
+    model = copy.deepcopy(tiny_model)
+    config = make_config("gptq", bits=3, group_size=32, symmetric=symmetric)
+    report = quantize_(model, config, calib)
+    n = sum(m.weight.numel() for name, m in tiny_model.named_modules() if name.endswith("_proj"))
+    assert report.n_weights == n
+    assert report.effective_bits == pytest.approx(3 + (16 if symmetric else 32) / 32)
+    others = sum(p.numel() for p in tiny_model.parameters()) - n  # embeddings, head, norms
+    assert report.model_bytes == report.packed_bytes + 2 * others
+
+
+def test_packed_and_simulated_methods_say_which(tiny_model, calib):
+    simulated = {}
+    for method in SWEEPS:
+        config = make_config(method, bits=8, **_fit(method))
+        simulated[method] = quantize_(copy.deepcopy(tiny_model), config, calib).simulated
+    assert simulated == {"rtn": True, "gptq": True, "awq": True, "gguf": True,
+                         "hqq": False, "bnb": False, "torchao": False}  # fmt: skip
+
+
+def test_bnb_int8_keeps_a_float32_scale_per_row():
+    model = nn.Sequential(nn.Linear(128, 64, bias=False))
+    report = quantize_(model, make_config("bnb", bits=8, ignore=()))
+    assert report.effective_bits == pytest.approx(8 + 32 / 128)
+    assert make_config("bnb", bits=8).variant_name == "bnb-w8"
+
+
+def test_torchao_intx_is_stored_one_byte_per_value_whatever_the_bits():
+    sizes = set()
+    for bits in (2, 4):
+        model = nn.Sequential(nn.Linear(128, 64, bias=False))
+        sizes.add(quantize_(model, make_config("torchao", bits=bits, ignore=())).packed_bytes)
+    assert len(sizes) == 1
+
+
+def test_torchao_w8a8_quantizes_activations_per_token_and_weights_per_row():
+    """Against the rule written out: symmetric int8 codes with torchao's scale
+    (max|t| / 127.5), one per weight row and one per activation row (token). The output
+    is 10x closer to it than to weight-only int8."""
+    torch.manual_seed(3)
+    layer = nn.Linear(128, 64, bias=False)
+    weight = layer.weight.detach().clone()
+    x = torch.randn(2, 5, 128) * torch.linspace(0.1, 4, 128)
+    model = nn.Sequential(layer)
+    config = make_config("torchao", bits=8, group_size=None, activations="int8", ignore=())
+    report = quantize_(model, config)
+
+    def int8(t):
+        scale = t.abs().amax(dim=-1, keepdim=True) / 127.5
+        return torch.clamp(torch.round(t / scale), -128, 127) * scale
+
+    with torch.no_grad():
+        got = model(x)
+    assert rel_error(got, int8(x) @ int8(weight).T) < 2e-3
+    assert rel_error(got, x @ int8(weight).T) > 5e-3  # activations are quantized too
+    assert report.effective_bits == pytest.approx(8 + 32 / 128) and not report.simulated
+    assert "activations quantized to int8" in report.note
+
+
+def test_fp8_activations_need_a_device_torchao_runs_them_on():
+    model = nn.Sequential(nn.Linear(128, 64, bias=False))
+    config = make_config("torchao", bits=8, group_size=None, activations="fp8", ignore=())
+    with pytest.raises(InputError, match="torchao-w8a8-fp8.*cannot run here"):
+        quantize_(model, config)
+
+
+@pytest.mark.parametrize("method", SWEEPS)
+def test_master_copy_restores_the_base_model_after_every_method(method, tiny_model, calib, probe):
+    model = copy.deepcopy(tiny_model)
+    master = MasterCopy(model)
+    reference = logits(model, probe)
+    quantize_(model, make_config(method, bits=SWEEPS[method][0], **_fit(method)), calib)
+    assert not torch.equal(logits(model, probe), reference)
+    master.restore()
+    assert torch.equal(logits(model, probe), reference)
+    assert all(type(m) is nn.Linear for n, m in model.named_modules() if n.endswith("_proj"))
+
+
+@pytest.mark.parametrize(
+    "method,options,name",
+    [
+        ("gptq", {"bits": 4}, "gptq-w4g128"),
+        (
+            "gptq",
+            {"bits": 3, "group_size": 64, "symmetric": True, "act_order": True},
+            "gptq-w3g64-sym",
+        ),
+        ("hqq", {"bits": 2}, "hqq-w2g64"),
+        ("bnb", {"bits": 4}, "bnb-w4g64"),
+        ("bnb", {"bits": 4, "format": "fp4"}, "bnb-w4g64-fp4"),
+        ("gguf", {"bits": 8}, "gguf-w8g32"),
+        ("gguf", {"bits": 4, "qtype": "Q4_1"}, "gguf-w4g32-q4_1"),
+        ("torchao", {"bits": 8, "group_size": None}, "torchao-w8"),
+        ("torchao", {"bits": 8, "group_size": None, "activations": "int8"}, "torchao-w8a8"),
+        ("torchao", {"bits": 8, "group_size": None, "activations": "fp8"}, "torchao-w8a8-fp8"),
+        ("awq", {"bits": 4, "group_size": 64, "symmetric": True}, "awq-w4g64-sym"),
+    ],
+)
+def test_variant_names_and_json_round_trip(method, options, name):
+    config = make_config(method, **options)
+    assert config.variant_name == name
+    assert config_from_dict(config_to_dict(config)) == config
+
+
+@pytest.mark.parametrize(
+    "method,options,message",
+    [
+        ("gguf", {"bits": 4, "qtype": "Q8_0"}, "qtype 'Q8_0' is not a 4-bit format"),
+        ("bnb", {"bits": 8, "format": "nf4"}, "format 'nf4' is not a 8-bit format"),
+        ("hqq", {"bits": 4, "group_size": 12}, "group_size must be a multiple of 8"),
+        ("torchao", {"bits": 4, "group_size": None}, "per-row scales"),
+        ("gptq", {"bits": 4, "damp": 2.0}, "damp must lie in"),
+        ("torchao", {"bits": 4, "group_size": 32, "activations": "int8"}, "8-bit weights"),
+        ("torchao", {"bits": 8, "group_size": None, "activations": "int4"}, "int8 or fp8"),
+    ],
+)
+def test_bad_options_are_refused(method, options, message):
+    with pytest.raises(InputError, match=message):
+        make_config(method, **options)
+
+
+def test_group_sizes_that_do_not_divide_the_rows_are_refused_where_the_library_needs_it():
+    for method in ("hqq", "torchao"):
+        model = nn.Sequential(nn.Linear(96, 8))
+        with pytest.raises(InputError, match="does not divide"):
+            quantize_(model, make_config(method, bits=4, group_size=64, ignore=()))
+    model = nn.Sequential(nn.Linear(48, 8))
+    with pytest.raises(InputError, match="not a multiple of the 32-weight blocks"):
+        quantize_(model, make_config("gguf", bits=4, ignore=()))
+
+
+def test_master_copy_reads_weights_back_from_the_safetensors_files(tiny_model_dir, calib, probe):
+    from harness.model.load import load_model, weight_files
+    from harness.records import ModelSpec
+
+    model, _ = load_model(ModelSpec(str(tiny_model_dir)))
+    files = weight_files(ModelSpec(str(tiny_model_dir)))
+    master = MasterCopy(model, files)
+    assert master.source == "disk" and master.tensors is None
+    reference = logits(model, probe)
+    for method in ("rtn", "hqq", "torchao"):
+        quantize_(model, make_config(method, bits=2, **_fit(method)), calib)
+        assert not torch.equal(logits(model, probe), reference)
+        master.restore()
+        assert torch.equal(logits(model, probe), reference)
+    bf16, _ = load_model(ModelSpec(str(tiny_model_dir), dtype="bfloat16"))
+    assert MasterCopy(bf16, files).source == "memory"  # the file holds float32: keep a copy
+    assert MasterCopy(model, []).source == "memory"
