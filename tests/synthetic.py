@@ -85,6 +85,13 @@ def manifest(variants: dict[str, tuple[int, float, int]]) -> dict:
     }
 
 
+def records(variants: dict[str, tuple[int, float, int]]):
+    """The typed variant records of :func:`manifest`."""
+    from harness.manifest import parse
+
+    return parse(manifest(variants)).variants
+
+
 def store_run(root, items: pd.DataFrame, manifest_fields: dict):
     """A stored run (no model) holding ``items`` and the given manifest fields."""
     from harness.records import ItemResult

@@ -48,7 +48,7 @@ def resolve_policy(store: RunStore, policy_path: Path | None, mode: str | None =
     policy = _resolve_policy(store, policy_path)
     if mode is not None:
         policy = dataclasses.replace(policy, mode=mode)
-    if record and store.manifest().get("policy") != policy_record(policy):
+    if record and store.manifest().policy != policy_record(policy):
         store.update_manifest(policy=policy_record(policy))
     return policy
 
@@ -57,16 +57,13 @@ def _resolve_policy(store: RunStore, policy_path: Path | None) -> Policy:
     if policy_path is not None:
         return load_policy(policy_path)
     manifest = store.manifest()
-    if manifest.get("policy"):
-        recorded = manifest["policy"]
+    if manifest.policy:
+        recorded = manifest.policy
         return dataclasses.replace(parse_policy(recorded["gate"], "the run's recorded policy"),
                                    source=recorded["source"])  # fmt: skip
-    raw = manifest.get("suite", {}).get("gate")
-    return (
-        parse_policy(raw, f"suite {manifest.get('suite', {}).get('path', '?')}")
-        if raw
-        else parse_policy(None, "")
-    )
+    if manifest.suite and manifest.suite.gate:
+        return parse_policy(manifest.suite.gate, f"suite {manifest.suite.path}")
+    return parse_policy(None, "")
 
 
 def policy_record(policy: Policy) -> dict:
@@ -86,10 +83,8 @@ def analyse(store: RunStore, *, policy_path: Path | None = None, require: str | 
     if items.empty or "baseline" not in set(items["variant"]):
         raise InputError(f"{store.root} has no baseline results yet; run or resume it first")
     policy = resolve_policy(store, policy_path, mode)
-    metrics = {t["name"]: t["metric"] for t in manifest.get("suite", {}).get("tasks", [])}
-    variants = {
-        v: info for v, info in manifest.get("variants", {}).items() if v in set(items["variant"])
-    }
+    metrics = manifest.metrics
+    variants = manifest.variants_in(items["variant"])
     comparisons = compare(items, metrics, alpha=policy.alpha, min_items=1)
     knee_table = knees(comparisons, variants)
     findings = apply_policy(policy, comparisons)

@@ -44,7 +44,7 @@ def compare_runs(run_a: Path, run_b: Path, pairs: list[str] | None = None, *,
     manifests = [s.manifest() for s in stores]
     items = [s.load_items() for s in stores]
     metrics = [
-        {t["name"]: t["metric"] for t in m.get("suite", {}).get("tasks", [])} for m in manifests
+        m.metrics for m in manifests
     ]
     frames, notes = [], []
     for left, right in _pairs(items[0], items[1], pairs):

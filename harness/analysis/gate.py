@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from harness.errors import InputError
+from harness.manifest import VariantRecord
 from harness.metrics import Metric, get_metric
 from harness.records import Comparison, Finding, VariantVerdict, Verdict
 from harness.registry import Registry, did_you_mean
@@ -376,7 +377,7 @@ def nonfinite_findings(items) -> list[Finding]:
 
 def verdict(
     findings: list[Finding],
-    variants: dict[str, dict],
+    variants: dict[str, VariantRecord],
     require: str | None = None,
     mode: str = "harm",
 ) -> Verdict:
@@ -393,13 +394,10 @@ def verdict(
         failures = sum(f.severity == "fail" for f in mine)
         info = variants[name]
         verdicts.append(VariantVerdict(name, failures == 0, failures, sum(f.severity == "warn" for f in mine),
-                                       float(info.get("effective_bits", 16.0)), info.get("model_bytes")))  # fmt: skip
+                                       info.effective_bits, info.model_bytes))  # fmt: skip
     passing = [v for v in verdicts if v.passed]
 
-    def kv_bits(name: str) -> int:
-        return int((variants[name].get("kv_cache") or {}).get("bits", 16))
-
-    best = min(passing, key=lambda v: (v.effective_bits, v.model_bytes or 0, kv_bits(v.variant)),
+    best = min(passing, key=lambda v: (v.effective_bits, v.model_bytes or 0, variants[v.variant].kv_bits),
                default=None)  # fmt: skip
     recommended = best.variant if best else None
     passed = (

@@ -64,14 +64,14 @@ def plan_from_run(run_dir: Path, policy_path: Path | None):
     if items.empty or "baseline" not in set(items["variant"]):
         raise InputError(f"{run_dir} has no baseline results yet")
     policy = resolve_policy(store, policy_path, record=False)
-    metrics = {t["name"]: t["metric"] for t in manifest.get("suite", {}).get("tasks", [])}
+    metrics = manifest.metrics
     comparisons = compare(items, metrics, alpha=policy.alpha, min_items=1)
     powers = slice_power(items[items["variant"] == "baseline"], metrics, policy, comparisons)
-    suite = manifest.get("suite", {})
+    suite = manifest.suite
     return (
         powers,
         policy,
-        f"suite {suite.get('name', '?')} v{suite.get('version', '?')}, run {run_dir}",
+        f"suite {suite.name} v{suite.version}, run {run_dir}",
         "",
     )
 

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
+from harness.manifest import VariantRecord
 from harness.metrics import Metric, get_metric
 from harness.records import Comparison
 
@@ -294,29 +295,37 @@ def knee_loss(comparison: Comparison) -> float:
     return math.log1p(comparison.loss) if comparison.loss > -1 else -math.inf
 
 
-def families(variants: dict[str, dict]) -> dict[str, str]:
+def families(variants: dict[str, VariantRecord]) -> dict[str, str]:
     """The curve each variant belongs to on a quality-versus-bits plot: its method, or,
     when a method has two variants at one bit width (two group sizes, nf4 and fp4), its
     name without the ``-wBITS`` part."""
     seen: dict[tuple[str, int], int] = {}
     for info in variants.values():
-        key = (info.get("method", "none"), int(info.get("bits", 16)))
+        key = (info.method, info.bits)
         seen[key] = seen.get(key, 0) + 1
     crowded = {method for (method, _), n in seen.items() if n > 1 and method != "none"}
-    return {name: re.sub(r"-w\d+", "-", name).replace("--", "-").rstrip("-") if info.get("method") in crowded
-            else info.get("method", "none") for name, info in variants.items()}  # fmt: skip
+    return {name: re.sub(r"-w\d+", "-", name).replace("--", "-").rstrip("-") if info.method in crowded
+            else info.method for name, info in variants.items()}  # fmt: skip
 
 
-def knees(comparisons: list[Comparison], variants: dict[str, dict]) -> pd.DataFrame:
-    """The knee per method (curve, see :func:`families`) x task x slice, from the
-    comparisons and each variant's bits."""
+ALL_TASKS = "all tasks"  # the knee of a slice over its tasks' mean loss
+
+
+def knees(comparisons: list[Comparison], variants: dict[str, VariantRecord]) -> pd.DataFrame:
+    """The one knee table: per method (curve, see :func:`families`) x task x slice, and
+    per method x slice over all its tasks (``task == ALL_TASKS``: the mean of the tasks'
+    :func:`knee_loss` at each variant), from the comparisons and each variant's bits."""
     records = []
     family = families(variants)
     by_key: dict[tuple[str, str, str], list[tuple[int, float]]] = {}
+    by_slice: dict[tuple[str, str, str], list[float]] = {}
     for c in comparisons:
-        info = variants.get(c.variant, {})
-        key = (family.get(c.variant, "?"), c.task, c.slice)
-        by_key.setdefault(key, []).append((int(info.get("bits", 16)), knee_loss(c)))
+        key = (family[c.variant], c.task, c.slice)
+        by_key.setdefault(key, []).append((variants[c.variant].bits, knee_loss(c)))
+        by_slice.setdefault((family[c.variant], c.slice, c.variant), []).append(knee_loss(c))
+    for (method, slice_, variant), losses in by_slice.items():
+        point = (variants[variant].bits, float(np.mean(losses)))
+        by_key.setdefault((method, ALL_TASKS, slice_), []).append(point)
     for (method, task, slice_), points in by_key.items():
         points = [(16, 0.0), *sorted(points, reverse=True)]
         knee = find_knee([p[0] for p in points], [p[1] for p in points])

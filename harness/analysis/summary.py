@@ -7,6 +7,7 @@ import math
 import pandas as pd
 
 from harness.analysis.stats import add_fragile, explode_slices, families
+from harness.manifest import Manifest
 from harness.metrics import Metric, get_metric
 
 SUMMARY_COLUMNS = [
@@ -15,11 +16,11 @@ SUMMARY_COLUMNS = [
 ]  # fmt: skip
 
 
-def summarize(items: pd.DataFrame, manifest: dict) -> pd.DataFrame:
+def summarize(items: pd.DataFrame, manifest: Manifest) -> pd.DataFrame:
     """One row per variant x task x slice (``all`` first, then declared, item-level and
     automatic slices), variants in manifest order, baseline first."""
-    tasks = {t["name"]: t for t in manifest.get("suite", {}).get("tasks", [])}
-    variants = manifest.get("variants", {})
+    tasks = {t.name: t for t in manifest.tasks}
+    variants = manifest.variants
     order = [v for v in variants if v in set(items["variant"])]
     family = families(variants)
     baseline = {}
@@ -29,8 +30,8 @@ def summarize(items: pd.DataFrame, manifest: dict) -> pd.DataFrame:
         info = variants[variant]
         mine = exploded[exploded["variant"] == variant]
         for (task_name, slice_), rows in mine.groupby(["task", "slice"], sort=False):
-            task = tasks.get(task_name, {})
-            metric = get_metric(task.get("metric", "perplexity"))
+            task = tasks[task_name]
+            metric = get_metric(task.metric)
             value = metric.value(rows)
             if variant == "baseline":
                 baseline[task_name, slice_] = value
@@ -39,12 +40,12 @@ def summarize(items: pd.DataFrame, manifest: dict) -> pd.DataFrame:
                 {
                     "variant": variant,
                     "method": family.get(variant, "none"),
-                    "bits": info.get("bits", 16),
-                    "effective_bits": info.get("effective_bits", 16.0),
-                    "model_bytes": info.get("model_bytes"),
+                    "bits": info.bits,
+                    "effective_bits": info.effective_bits,
+                    "model_bytes": info.model_bytes,
                     "task": task_name,
                     "slice": slice_,
-                    "kind": task.get("kind", ""),
+                    "kind": task.kind,
                     "metric": metric.name,
                     "n": len(rows),
                     "value": value,

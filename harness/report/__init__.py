@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.analysis.stats import families
+from harness.analysis.stats import ALL_TASKS, families
 from harness.analysis.summary import summarize
 from harness.records import Verdict
 from harness.report import plots, views
@@ -46,15 +46,13 @@ def write_reports(
     }
     summary.to_csv(paths["summary"], index=False, float_format="%.6g")
 
-    variants = {
-        v: info for v, info in manifest.get("variants", {}).items() if v in set(summary["variant"])
-    }
+    variants = manifest.variants_in(summary["variant"])
     family = families(variants)
     table = views.variant_table(summary, comparisons, manifest, verdict)
     grid = views.method_by_bits(table, manifest)
     per_slice = views.slice_kept(comparisons)
     slices = views.slice_order(per_slice["slice"]) if len(per_slice) else []
-    slice_knees = views.slice_knees(per_slice, manifest) if len(per_slice) else None
+    slice_knees = None if knees is None else knees[knees["task"] == ALL_TASKS]
     findings = verdict.findings if verdict is not None else []
 
     plots.plot_knee(
@@ -63,7 +61,7 @@ def write_reports(
         comparisons=None if comparisons.empty else comparisons,
         knees=knees,
     )
-    declared = {s for t in manifest.get("suite", {}).get("tasks", []) for s in t.get("slices", [])}
+    declared = {s for t in manifest.tasks for s in t.slices}
     headline = [s for s in slices if s == "all" or s in declared or s == "fragile"] or ["all"]
     plots.plot_slices(per_slice, variants, family, slice_knees, headline, paths["slices"])
     plots.plot_pareto(table, family, paths["pareto"])

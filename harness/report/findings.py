@@ -11,6 +11,7 @@ import pandas as pd
 
 from harness.analysis.gate import RULES
 from harness.analysis.stats import add_fragile, explode_slices
+from harness.manifest import Manifest
 from harness.metrics import get_metric
 from harness.records import Finding, Verdict
 from harness.registry import UnknownName
@@ -224,10 +225,10 @@ def resolves_map(power: pd.DataFrame) -> dict[tuple[str, str, str], bool]:
                                                        power["resolves"], strict=True)}  # fmt: skip
 
 
-def what_broke(verdict: Verdict | None, items: pd.DataFrame, manifest: dict,
+def what_broke(verdict: Verdict | None, items: pd.DataFrame, manifest: Manifest,
                power: pd.DataFrame | None) -> tuple[list[Ranked], list[str]]:  # fmt: skip
     """The ranked top findings and the lines for the rest, for every report."""
-    metrics = {t["name"]: t["metric"] for t in manifest.get("suite", {}).get("tasks", [])}
+    metrics = manifest.metrics
     resolves = resolves_map(power)
     top = top_findings(verdict, items, metrics, resolves)
     return top, rest_lines(verdict, top, resolves)

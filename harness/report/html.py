@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from harness.manifest import Manifest
 from harness.report.markdown import base_precision_warning, fmt, percent, size, verdict_line
 from harness.report.views import adaptive_note
 from harness.text import visible
@@ -90,42 +91,41 @@ def _savings(table: pd.DataFrame) -> pd.DataFrame:
     })  # fmt: skip
 
 
-def _manifest(manifest: dict) -> str:
-    libraries = ", ".join(f"{k} {v}" for k, v in manifest.get("libraries", {}).items())
-    settings = ", ".join(f"{k} {v}" for k, v in manifest.get("settings", {}).items())
-    timings = manifest.get("timings", {})
-    calib = manifest.get("calibration")
+def _manifest(manifest: Manifest) -> str:
+    libraries = ", ".join(f"{k} {v}" for k, v in manifest.libraries.items())
+    settings = ", ".join(f"{k} {v}" for k, v in manifest.settings.items())
+    calib = manifest.calibration
     rows = [
-        ("command", " ".join(manifest.get("command", [])) or "–"),
-        ("harness", manifest.get("harness_version", "?")),
+        ("command", " ".join(manifest.command) or "–"),
+        ("harness", manifest.harness_version or "?"),
         ("libraries", libraries),
-        ("settings", f"{settings}, seed {manifest.get('seed', '?')}"),
-        ("platform", ", ".join(f"{k} {v}" for k, v in manifest.get("platform", {}).items())),
+        ("settings", f"{settings}, seed {manifest.seed}"),
+        ("platform", ", ".join(f"{k} {v}" for k, v in manifest.platform.items())),
         ("calibration", "none" if not calib else
          f"{calib['n_samples']} × {calib['seq_len']} tokens from {calib['source']} (sha256 {calib['sha256'][:12]}…, seed {calib['seed']})"),
-        ("model load", f"{timings.get('load_model', '?')} s"),
-        ("last invocation", f"{timings.get('total_last_invocation', '?')} s, peak RSS {manifest.get('peak_rss_mib', '?')} MiB"),
+        ("model load", f"{manifest.seconds('load_model') or '?'} s"),
+        ("last invocation", f"{manifest.seconds('total_last_invocation') or '?'} s, peak RSS {manifest.peak_rss_mib or '?'} MiB"),
     ]  # fmt: skip
     body = "".join(
         f'<tr><th class="l">{escape(k)}</th><td class="l">{escape(str(v))}</td></tr>'
         for k, v in rows
     )
-    dump = escape(json.dumps(manifest, indent=1, sort_keys=True, default=str))
+    dump = escape(json.dumps(manifest.raw, indent=1, sort_keys=True, default=str))
     return f"<table>{body}</table><details><summary>Full manifest (JSON)</summary><pre>{dump}</pre></details>"
 
 
-def render_html(*, manifest: dict, verdict, table: pd.DataFrame, grid: pd.DataFrame, ppl_grid: pd.DataFrame,
+def render_html(*, manifest: Manifest, verdict, table: pd.DataFrame, grid: pd.DataFrame, ppl_grid: pd.DataFrame,
                 flips: pd.DataFrame, examples: list[dict], flags: list[str], images: dict[str, Path],
                 top=(), rest: list[str] = (), power: pd.DataFrame | None = None) -> str:  # fmt: skip
-    model, suite = manifest.get("model", {}), manifest.get("suite", {})
-    title = f"qharness report: {manifest.get('run_name', '')}"
-    warning = base_precision_warning(manifest.get("base_precision"))
+    model, suite = manifest.model, manifest.suite
+    title = f"qharness report: {manifest.run_name}"
+    warning = base_precision_warning(manifest.base_precision)
     verdict_css = {"verdict": lambda v: {"pass": "pass", "FAIL": "fail"}.get(v, "")}
     parts = [
         f"<h1>{escape(title)}</h1>",
-        f'<p class="muted">Model {escape(str(model.get("description", model.get("source", "?"))))} '
-        f"(weights <code>{escape(str(model.get('hash', '?')))}</code>), suite <code>{escape(str(suite.get('name', '?')))}</code> "
-        f"v{escape(str(suite.get('version', '?')))}. Scored in {escape(str(model['dtype']))}; the baseline is shown at 16 bits.</p>",
+        f'<p class="muted">Model {escape(model.name)} '
+        f"(weights <code>{escape(model.hash or '?')}</code>), suite <code>{escape(suite.name)}</code> "
+        f"v{escape(suite.version)}. Scored in {escape(model.dtype)}; the baseline is shown at 16 bits.</p>",
         f'<p class="warning">{_inline(warning)}</p>' if warning else "",
         '<h2 id="verdict">Verdict</h2>',
         f'<p class="verdict">{_inline(verdict_line(verdict))}</p>',
@@ -134,7 +134,7 @@ def render_html(*, manifest: dict, verdict, table: pd.DataFrame, grid: pd.DataFr
         '<p class="muted">Quality kept: 100% minus the relative accuracy drop (or perplexity increase), '
         "averaged over tasks; KLD and top-1 agreement against the baseline's next-token distributions.</p>",
     ]  # fmt: skip
-    skipped = manifest.get("skipped_variants") or []
+    skipped = manifest.skipped_variants
     if skipped:
         parts.append(f'<p class="muted">Skipped: {escape("; ".join(skipped))}.</p>')
     adaptive = adaptive_note(manifest)

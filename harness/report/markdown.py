@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from harness.manifest import GridCheck, Manifest
 from harness.report.findings import measure, observed, required
 from harness.report.views import adaptive_note
 from harness.text import visible
@@ -41,14 +42,13 @@ def percent(value) -> str:
     return "–" if value is None or math.isnan(value) else f"{100 * value:.0f}%"
 
 
-def base_precision_warning(grid: dict | None) -> str | None:
-    if not grid or not grid.get("flagged"):
+def base_precision_warning(grid: GridCheck | None) -> str | None:
+    if grid is None or not grid.flagged:
         return None
-    bits, block = grid["grid_bits"], grid["block"]
-    share = grid["share_at_most_2_to_b"].get(str(bits), grid["share_at_most_2_to_b"].get(bits, 0))
-    return (f"**Warning: the base model is already quantized.** {share:.0%} of its blocks of {block} "
+    bits, block = grid.grid_bits, grid.block
+    return (f"**Warning: the base model is already quantized.** {grid.share:.0%} of its blocks of {block} "
             f"weights hold at most {2**bits} distinct values (a dequantized {bits}-bit model); methods "
-            f"whose grids line up with it look unfairly good: {'; '.join(grid['aligned_methods'])}.")  # fmt: skip
+            f"whose grids line up with it look unfairly good: {'; '.join(grid.aligned_methods)}.")  # fmt: skip
 
 
 def verdict_line(verdict) -> str:
@@ -83,19 +83,19 @@ def what_broke_lines(top, rest: list[str]) -> list[str]:
     return lines + ([""] if rest else [])
 
 
-def render_markdown(table: pd.DataFrame, grid: pd.DataFrame, manifest: dict, verdict,
+def render_markdown(table: pd.DataFrame, grid: pd.DataFrame, manifest: Manifest, verdict,
                     links: dict[str, str], slice_knees: pd.DataFrame | None = None,
                     top=(), rest: list[str] = ()) -> str:  # fmt: skip
-    model, suite = manifest.get("model", {}), manifest.get("suite", {})
+    model, suite = manifest.model, manifest.suite
     lines = [
-        f"# qharness report: {escape_md(manifest.get('run_name', ''))}",
+        f"# qharness report: {escape_md(manifest.run_name)}",
         "",
-        f"Model {escape_md(model.get('description', model.get('source', '?')))} (weights `{model.get('hash', '?')}`), "
-        f"suite {escape_md(suite.get('name', '?'))} v{escape_md(suite.get('version', '?'))}, seed {manifest.get('seed', '?')}; "
-        f"scored in {model['dtype']}, baseline shown at 16 bits.",
+        f"Model {escape_md(model.name)} (weights `{model.hash or '?'}`), "
+        f"suite {escape_md(suite.name)} v{escape_md(suite.version)}, seed {manifest.seed}; "
+        f"scored in {model.dtype}, baseline shown at 16 bits.",
         "",
     ]
-    warning = base_precision_warning(manifest.get("base_precision"))
+    warning = base_precision_warning(manifest.base_precision)
     lines += [f"> {warning}", ""] if warning else []
     lines += [verdict_line(verdict), ""]
     lines += what_broke_lines(list(top), list(rest))
@@ -112,10 +112,10 @@ def render_markdown(table: pd.DataFrame, grid: pd.DataFrame, manifest: dict, ver
     lines += ["", "Quality kept: 100% minus the relative accuracy drop or perplexity increase, averaged "
               "over tasks. \\* evaluated as simulated quantize→dequantize weights; sizes count packed codes.",
               ""]  # fmt: skip
-    skipped = manifest.get("skipped_variants") or []
+    skipped = manifest.skipped_variants
     if skipped:
         lines += [f"Skipped: {'; '.join(map(escape_md, skipped))}.", ""]
-    truncated = manifest.get("truncated") or {}
+    truncated = manifest.truncated
     if truncated:
         counts = ", ".join(f"{escape_md(task)}: {n}" for task, n in truncated.items())
         lines += [

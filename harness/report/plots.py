@@ -119,7 +119,7 @@ def plot_slices(
     per_slice: pd.DataFrame,
     variants: dict,
     family: dict,
-    slice_knees: pd.DataFrame,
+    slice_knees: pd.DataFrame | None,
     slices,
     path: Path,
 ) -> Path:
@@ -130,7 +130,7 @@ def plot_slices(
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.3 * rows), squeeze=False)
     for ax in axes.flat[len(slices) :]:
         ax.set_visible(False)
-    bits = sorted({int(v.get("bits", 16)) for v in variants.values()} | {16}, reverse=True)
+    bits = sorted({v.bits for v in variants.values()} | {16}, reverse=True)
     x_of = {b: i for i, b in enumerate(bits)}
     methods = [m for m in dict.fromkeys(family.values()) if m != "none"]
     for ax, slice_ in zip(axes.flat, slices, strict=False):
@@ -138,7 +138,7 @@ def plot_slices(
         for colour, method in zip(PALETTE, methods, strict=False):
             line = (
                 mine[mine["variant"].map(family) == method]
-                .assign(bits=lambda t: t["variant"].map(lambda v: int(variants[v]["bits"])))
+                .assign(bits=lambda t: t["variant"].map(lambda v: variants[v].bits))
                 .sort_values("bits", ascending=False)
             )
             if line.empty:
@@ -147,7 +147,8 @@ def plot_slices(
             ax.plot(xs, [100, *(100 * line["kept"])], marker="o", color=colour, label=method)
             ax.fill_between(xs, [100, *(100 * line["low"])], [100, *(100 * line["high"])],
                             color=colour, alpha=0.15, linewidth=0)  # fmt: skip
-            knee = slice_knees[(slice_knees["method"] == method) & (slice_knees["slice"] == slice_)]
+            knee = pd.DataFrame() if slice_knees is None else \
+                slice_knees[(slice_knees["method"] == method) & (slice_knees["slice"] == slice_)]  # fmt: skip
             if len(knee) and not pd.isna(knee.iloc[0]["knee_bits"]):
                 k = int(knee.iloc[0]["knee_bits"])
                 y = 100.0 if k == 16 else float(100 * line.loc[line["bits"] == k, "kept"].iloc[0])

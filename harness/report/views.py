@@ -11,7 +11,8 @@ import math
 
 import pandas as pd
 
-from harness.analysis.stats import families, find_knee
+from harness.analysis.stats import families
+from harness.manifest import Manifest
 
 MAX_EXAMPLES = 4  # broken items shown per flagged variant x task
 BUILTIN_SLICES = ("general", "arithmetic", "rare", "long_context")
@@ -23,28 +24,28 @@ def kept(frame: pd.DataFrame) -> pd.Series:
 
 
 def variant_table(
-    summary: pd.DataFrame, comparisons: pd.DataFrame, manifest: dict, verdict
+    summary: pd.DataFrame, comparisons: pd.DataFrame, manifest: Manifest, verdict
 ) -> pd.DataFrame:
     """One row per variant, widest first: size, verdict, quality kept over all tasks, the
     first perplexity task's value, and mean KLD / top-1 agreement over all items."""
-    variants = manifest.get("variants", {})
+    variants = manifest.variants
     judged = {v.variant: v for v in verdict.variants} if verdict is not None else {}
     overall = summary[summary["slice"] == "all"]
     ppl_task = next(iter(overall.loc[overall["metric"] == "perplexity", "task"]), None)
     rows = []
     for name in dict.fromkeys(overall["variant"]):
-        info = variants.get(name, {})
+        info = variants[name]
         mine = overall[overall["variant"] == name]
         comp = comparisons[(comparisons["variant"] == name) & (comparisons["slice"] == "all")] \
             if not comparisons.empty else comparisons  # fmt: skip
         judgement = judged.get(name)
         rows.append({
             "variant": name,
-            "method": info.get("method", "none"),
-            "bits": int(info.get("bits", 16)),
-            "effective_bits": float(info.get("effective_bits", 16.0)),
-            "model_bytes": info.get("model_bytes"),
-            "simulated": bool(info.get("simulated", False)),
+            "method": info.method,
+            "bits": info.bits,
+            "effective_bits": info.effective_bits,
+            "model_bytes": info.model_bytes,
+            "simulated": info.simulated,
             "verdict": "baseline" if name == "baseline" else
                        ("pass" if judgement and judgement.passed else "FAIL" if judgement else "–"),
             "failures": judgement.failures if judgement else 0,
@@ -53,9 +54,9 @@ def variant_table(
             "ppl": float(mine.loc[mine["task"] == ppl_task, "value"].iloc[0]) if ppl_task else math.nan,
             "kld": _weighted(mine, "kld"),
             "top1": _weighted(mine, "top1_agree"),
-            "quantize_s": info.get("seconds"),
+            "quantize_s": info.seconds,
             "eval_s": _eval_seconds(manifest, name),
-            "note": info.get("note", ""),
+            "note": info.note,
         })  # fmt: skip
     table = pd.DataFrame(rows)
     return table.sort_values("effective_bits", ascending=False, kind="stable").reset_index(
@@ -72,14 +73,14 @@ def _weighted(rows: pd.DataFrame, column: str) -> float:
     return float((values[ok] * weights).sum() / weights.sum())
 
 
-def _eval_seconds(manifest: dict, variant: str) -> float | None:
-    times = [t for key, t in manifest.get("timings", {}).items() if key.startswith(f"{variant}/")]
+def _eval_seconds(manifest: Manifest, variant: str) -> float | None:
+    times = [t for key, t in manifest.timings.items() if key.startswith(f"{variant}/")]
     return round(sum(times), 1) if times else None
 
 
-def method_by_bits(table: pd.DataFrame, manifest: dict, column: str = "kept") -> pd.DataFrame:
+def method_by_bits(table: pd.DataFrame, manifest: Manifest, column: str = "kept") -> pd.DataFrame:
     """Method (curve) x bits grid of ``column``; bits from 16 down."""
-    family = families(manifest.get("variants", {}))
+    family = families(manifest.variants)
     rows = table[table["variant"] != "baseline"].assign(family=lambda t: t["variant"].map(family))
     if rows.empty:
         return pd.DataFrame()
@@ -114,21 +115,6 @@ def slice_order(slices) -> list[str]:
     return ["all", *builtin, *rest, *auto] if "all" in slices else [*builtin, *rest, *auto]
 
 
-def slice_knees(per_slice: pd.DataFrame, manifest: dict) -> pd.DataFrame:
-    """The knee of each method's quality-kept curve on each slice."""
-    variants = manifest.get("variants", {})
-    family = families(variants)
-    records = []
-    frame = per_slice.assign(family=per_slice["variant"].map(family))
-    for (name, slice_), rows in frame.groupby(["family", "slice"], sort=False):
-        points = sorted(((int(variants[v]["bits"]), 1 - k) for v, k in zip(rows["variant"], rows["kept"], strict=True)),
-                        reverse=True)  # fmt: skip
-        points = [(16, 0.0), *points]
-        knee = find_knee([p[0] for p in points], [p[1] for p in points])
-        records.append({"method": name, "slice": slice_, "knee_bits": knee})
-    return pd.DataFrame(records, columns=["method", "slice", "knee_bits"])
-
-
 def worst_severity(findings, variant: str, slice_: str) -> str:
     levels = [f.severity for f in findings if f.variant == variant and f.slice == slice_]
     return "fail" if "fail" in levels else "warn" if "warn" in levels else ""
@@ -141,7 +127,7 @@ def broken_examples(
     the ``per_method`` widest failed variants of each method, every task that failed."""
     family = families(variants)
     failed = sorted({f.variant for f in findings if f.severity == "fail"},
-                    key=lambda v: -int(variants.get(v, {}).get("bits", 16)))  # fmt: skip
+                    key=lambda v: -variants[v].bits)  # fmt: skip
     chosen, count = [], {}
     for variant in failed:
         count[family.get(variant)] = count.get(family.get(variant), 0) + 1
@@ -170,15 +156,15 @@ def broken_examples(
     return examples
 
 
-def adaptive_note(manifest: dict) -> str | None:
+def adaptive_note(manifest: Manifest) -> str | None:
     """How many items adaptive stopping saved, when it was on."""
-    records = manifest.get("adaptive") or {}
+    records = manifest.adaptive
     if not records:
         return None
     counted = [r for r in records.values() if r["of"] is not None]  # lm-eval tasks: unknown
     done = sum(r["evaluated"] for r in counted)
     total = sum(r["of"] for r in counted)
-    stopped = len(manifest.get("adaptive_failures") or {})
+    stopped = len(manifest.adaptive_failures)
     return (f"Adaptive stopping: {done} of {total} variant items evaluated ({total - done} saved, "
             f"{(total - done) / max(total, 1):.0%}); {stopped} variant(s) stopped on every slice "
             "once a failure was settled (their figures cover the items evaluated).")  # fmt: skip

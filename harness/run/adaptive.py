@@ -34,6 +34,7 @@ from harness.run.store import rows_to_frame
 
 if TYPE_CHECKING:
     from harness.engine.tasks import PreparedItem
+    from harness.manifest import Manifest
 
 ROUND_TOKENS = 512  # request tokens each task gets per round (always at least one item)
 CHUNK = 16  # at most this many items of one task per round
@@ -145,17 +146,16 @@ def evaluate_adaptive(
     return None
 
 
-def partial_failures(manifest: dict, findings: list[Finding]) -> list[Finding]:
+def partial_failures(manifest: Manifest, findings: list[Finding]) -> list[Finding]:
     """Failures for the variants ``--adaptive`` stopped early whose partial rows no longer
     fail the gate (re-gated under a looser policy, say): evaluated in part, they must not
     pass. Variants that still fail need nothing added."""
     failed = {f.variant for f in findings if f.severity == "fail"}
     added = []
-    for variant, stop in (manifest.get("adaptive_failures") or {}).items():
+    for variant, stop in manifest.adaptive_failures.items():
         if variant in failed:
             continue
         message = (f"FAIL: {variant} was evaluated in part (--adaptive stopped it on: "
-                   f"{stop['message']}); rerun without --adaptive to gate it under this policy")  # fmt: skip
-        added.append(Finding(PARTIAL_RULE, "fail", variant, stop["task"], stop["slice"], stop["metric"],
-                             stop["observed"], stop["threshold"], tuple(stop["ci"]), message))  # fmt: skip
+                   f"{stop.message}); rerun without --adaptive to gate it under this policy")  # fmt: skip
+        added.append(dataclasses.replace(stop, rule=PARTIAL_RULE, severity="fail", variant=variant, message=message))
     return added

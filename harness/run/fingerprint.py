@@ -16,7 +16,7 @@ from harness.records import Suite
 # presentation only: the stored rows do not depend on it
 _NOT_SCORING = ("report",)
 # libraries whose versions can change a stored number (and the method libraries)
-LIBRARIES = ("torch", "transformers", "safetensors", "gguf", "numpy", "pandas", "lm_eval",
+LIBRARIES = ("torch", "transformers", "safetensors", "gguf", "numpy", "pandas", "lm-eval",
              "hqq", "bitsandbytes", "torchao")  # fmt: skip
 
 
@@ -67,7 +67,7 @@ def library_versions() -> dict[str, str]:
     versions = {"python": platform.python_version()}
     for name in LIBRARIES:
         try:
-            versions[name] = importlib.metadata.version(name.replace("_", "-"))
+            versions[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
             versions[name] = "absent"
     return versions

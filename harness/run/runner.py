@@ -105,7 +105,8 @@ def _sweep(spec: RunSpec, *, overwrite: bool, progress: bool, argv: list[str] | 
         fingerprint["adaptive"] = True
     store = RunStore.open(spec.out, fingerprint, overwrite=overwrite)
     # warn when the "float" base model is a dequantized one (stored: the model hash is fixed)
-    grid = store.manifest().get("base_precision") or base_precision(model)
+    if store.manifest().base_precision is None:
+        store.update_manifest(base_precision=base_precision(model))
     n_params = sum(p.numel() for p in model.parameters())
     store.update_manifest(
         run_name=spec.out.name,
@@ -135,7 +136,6 @@ def _sweep(spec: RunSpec, *, overwrite: bool, progress: bool, argv: list[str] | 
             "kld": "full vocabulary, from the baseline's stored final hidden states",
         },  # fmt: skip
         libraries=library_versions(),
-        base_precision=grid,
         platform={"machine": platform.machine(), "system": platform.system(), "cpus": _cpu_count()},
     )
 
@@ -173,7 +173,7 @@ def _sweep(spec: RunSpec, *, overwrite: bool, progress: bool, argv: list[str] | 
     bar = tqdm(
         total=total, unit="req", disable=not progress or None, dynamic_ncols=True, file=sys.stderr
     )
-    stored = store.manifest().get("variants", {})
+    stored = store.manifest()
     records = {}
     for variant in spec.variants:  # a changed config, calibration or artifact must not mix
         records[variant.name] = {
@@ -186,7 +186,7 @@ def _sweep(spec: RunSpec, *, overwrite: bool, progress: bool, argv: list[str] | 
         if variant.config is not None and variant.config.needs_calibration:
             records[variant.name]["calibration"] = calibration_record(spec.calibration)
         if any(store.has(variant.name, t.name) for t in suite.tasks):
-            _check_unchanged(stored.get(variant.name), records[variant.name], variant.name)
+            _check_unchanged(stored, records[variant.name], variant.name)
     calibration = None
     if any(pending[v.name] for v in spec.variants if v.config and v.config.needs_calibration):
         items = (item for task_list in task_items.values() for item in task_list)
@@ -375,12 +375,10 @@ def _policy(spec: RunSpec, store: RunStore):
     return resolve_policy(store, spec.policy)
 
 
-def _check_unchanged(stored: dict | None, record: dict, name: str) -> None:
+def _check_unchanged(stored, record: dict, name: str) -> None:
     """Refuse to append rows of a variant whose configuration or calibration changed
     since some of its rows were stored under the same name."""
-    if stored is None:
-        return
-    changed = [key for key, value in record.items() if stored.get(key) != value]
+    changed = stored.changed_variant(name, record)
     if changed:
         raise InputError(f"variant {name!r} was stored with another {' and '.join(changed)}; "
                          "write to a new --out, or delete the run folder to start afresh")  # fmt: skip

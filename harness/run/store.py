@@ -29,7 +29,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from harness import manifest as manifest_file
 from harness.errors import InputError
+from harness.manifest import Manifest
 from harness.records import ItemResult, Reference
 
 ITEM_COLUMNS = [f.name for f in dataclasses.fields(ItemResult)]
@@ -113,14 +115,12 @@ class RunStore:
         store = cls(root)
         if store.manifest_path.exists():
             try:
-                stored = store.manifest().get("fingerprint")
+                changed = store.manifest().changed_fingerprint(fingerprint)
             except InputError:
                 if not overwrite:
                     raise
-                stored = None  # damaged: --overwrite starts afresh
-            if stored != fingerprint:
-                changed = sorted(k for k in set(stored or {}) | set(fingerprint)
-                                 if (stored or {}).get(k) != fingerprint.get(k))  # fmt: skip
+                changed = ["damaged"]  # damaged: --overwrite starts afresh
+            if changed:
                 if not overwrite:
                     raise InputError(
                         f"{root} holds a different run (changed: {', '.join(changed)}); "
@@ -136,7 +136,7 @@ class RunStore:
             stale.unlink()
         store._set_aside_damaged()
         if not store.manifest_path.exists():
-            write_json(store.manifest_path, {"fingerprint": fingerprint})
+            manifest_file.create(store.manifest_path, fingerprint, write_json)
         return store
 
     _held_locks: dict[Path, object] = {}
@@ -211,29 +211,12 @@ class RunStore:
                   "and computed again", file=sys.stderr)  # fmt: skip
 
     # manifest -------------------------------------------------------------------------
-    def manifest(self) -> dict:
-        try:
-            data = json.loads(self.manifest_path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise InputError(f"no qharness run at {self.root} (manifest.json is missing)") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise InputError(f"{self.manifest_path} is damaged ({exc}); rerun with --overwrite to "
-                             "start the run afresh, or move the folder aside") from None  # fmt: skip
-        if not isinstance(data, dict):
-            raise InputError(f"{self.manifest_path} is damaged (not a JSON object); rerun with "
-                             "--overwrite to start the run afresh, or move the folder aside")  # fmt: skip
-        return data
+    def manifest(self) -> Manifest:
+        return manifest_file.read(self.manifest_path)
 
-    def update_manifest(self, **fields) -> dict:
-        """Merge ``fields`` into the manifest (nested dicts are merged one level deep)."""
-        data = self.manifest()
-        for key, value in fields.items():
-            if isinstance(value, dict) and isinstance(data.get(key), dict):
-                data[key] = {**data[key], **value}
-            else:
-                data[key] = value
-        write_json(self.manifest_path, data)
-        return data
+    def update_manifest(self, **fields) -> None:
+        """Merge ``fields`` into the manifest (see :func:`harness.manifest.update`)."""
+        manifest_file.update(self.manifest_path, write_json, **fields)
 
     # per-item rows --------------------------------------------------------------------
     def _part(self, variant: str, task: str) -> Path:

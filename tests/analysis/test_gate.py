@@ -22,9 +22,10 @@ from harness.analysis.gate import (
 from harness.analysis.stats import compare
 from harness.cli import EXIT_GATE_FAILED, EXIT_OK, EXIT_USAGE, main
 from harness.errors import InputError
+from harness.manifest import VariantRecord
 from harness.records import Comparison, Finding
 from harness.run.store import RunStore
-from tests.synthetic import METRICS, make_items, manifest, store_run
+from tests.synthetic import METRICS, make_items, manifest, records, store_run
 
 SIZES = {"w8": (8, 8.25, 500), "w4": (4, 4.25, 300), "w3": (3, 3.25, 250), "w2": (2, 2.25, 200)}
 
@@ -33,7 +34,7 @@ def gate(items, variants, policy=None, require=None):
     policy = policy or Policy(default_rules())
     comparisons = compare(items, METRICS, alpha=policy.alpha)
     findings = apply_policy(policy, comparisons)
-    return verdict(findings, manifest({v: SIZES[v] for v in variants})["variants"], require)
+    return verdict(findings, records({v: SIZES[v] for v in variants}), require)
 
 
 def comparison(**overrides) -> Comparison:
@@ -221,7 +222,7 @@ def test_what_could_not_be_measured_fails():
 
     assert decide(MaxKLD(0.1), inf_kld).severity == "fail"
     result = verdict(
-        apply_policy(Policy(default_rules()), [nan_loss]), {"v": {"effective_bits": 4}}
+        apply_policy(Policy(default_rules()), [nan_loss]), records({"v": (4, 4.0, 10)})
     )
     assert not result.passed and result.recommended_variant is None
 
@@ -242,7 +243,7 @@ def test_the_policy_used_is_recorded_and_reused(tmp_path, capsys):
     strict = tmp_path / "strict.yaml"
     strict.write_text("gate:\n  rules:\n    - {kind: max_kld, tolerance: 0.0001}\n")
     assert main(["gate", str(store.root), "--policy", str(strict)]) == EXIT_GATE_FAILED
-    recorded = store.manifest()["policy"]
+    recorded = store.manifest().policy
     assert recorded["source"] == str(strict)
     assert {"kind": "max_kld", "tolerance": 0.0001, "slices": ["*"], "tasks": ["*"]} in recorded[
         "gate"
@@ -253,9 +254,9 @@ def test_the_policy_used_is_recorded_and_reused(tmp_path, capsys):
 
 
 def test_among_passing_variants_of_equal_weights_the_narrowest_kv_cache_is_recommended():
-    variants = {"baseline": {"effective_bits": 16.0, "model_bytes": 100},
-                "kv8": {"effective_bits": 16.0, "model_bytes": 100, "kv_cache": {"bits": 8}},
-                "kv4": {"effective_bits": 16.0, "model_bytes": 100, "kv_cache": {"bits": 4}},
-                "kv2": {"effective_bits": 16.0, "model_bytes": 100, "kv_cache": {"bits": 2}}}  # fmt: skip
+    base = {"method": "kv-cache", "bits": 16, "effective_bits": 16.0, "model_bytes": 100}
+    variants = {"baseline": VariantRecord.parse({**base, "method": "none"}, "baseline", "test")} | {
+        f"kv{b}": VariantRecord.parse({**base, "kv_cache": {"bits": b}}, f"kv{b}", "test") for b in (8, 4, 2)
+    }
     failing = Finding("accuracy_drop", "fail", "kv2", "t", "all", "acc", 0.5, 0.02, (0.3, 0.7), "x")
     assert verdict([failing], variants).recommended_variant == "kv4"

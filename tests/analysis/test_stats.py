@@ -18,7 +18,7 @@ from harness.analysis.stats import (
     find_knee,
     knees,
 )
-from tests.synthetic import METRICS, make_items, manifest
+from tests.synthetic import METRICS, make_items, records
 
 
 def by_key(comparisons):
@@ -162,7 +162,7 @@ def test_knees_per_method_and_slice_on_synthetic_runs():
                "w2": {"drop": {s: 0.9 for s in ("general", "arithmetic", "rare")}}}  # fmt: skip
     sizes = {"w8": (8, 8.25, 500), "w4": (4, 4.25, 300), "w3": (3, 3.25, 250), "w2": (2, 2.25, 200)}
     items = make_items(4, effects)
-    table = knees(compare(items, METRICS), manifest(sizes)["variants"]).set_index(["task", "slice"])
+    table = knees(compare(items, METRICS), records(sizes)).set_index(["task", "slice"])
     assert table.loc[("mc_arithmetic", "arithmetic"), "knee_bits"] == 4
     assert table.loc[("mc_general", "general"), "knee_bits"] == 3
 

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from harness.analysis.summary import summarize
+from harness.manifest import parse
 
 
 def test_summary_values_and_deltas():
@@ -26,10 +27,10 @@ def test_summary_values_and_deltas():
     manifest = {
         "suite": {"tasks": [{"name": "ppl", "kind": "perplexity", "metric": "perplexity"},
                             {"name": "acc", "kind": "generate", "metric": "exact_match"}]},
-        "variants": {"baseline": {"method": "none", "bits": 16, "effective_bits": 16.0},
-                     "v": {"method": "rtn", "bits": 4, "effective_bits": 4.25}},
+        "variants": {"baseline": {"method": "none", "bits": 16, "effective_bits": 16.0, "model_bytes": 8},
+                     "v": {"method": "rtn", "bits": 4, "effective_bits": 4.25, "model_bytes": 2}},
     }  # fmt: skip
-    full = summarize(pd.DataFrame(rows), manifest)
+    full = summarize(pd.DataFrame(rows), parse(manifest))
     summary = full[full["slice"] == "all"].set_index(["variant", "task"])
     sliced = full.set_index(["variant", "task", "slice"])
     assert (

@@ -14,7 +14,7 @@ from harness.records import Finding
 from harness.report.browser import check_page, find_chromium
 from harness.report.plots import pareto_front
 from harness.report.views import broken_examples
-from tests.synthetic import make_items, manifest, store_run
+from tests.synthetic import make_items, manifest, records, store_run
 
 EFFECTS = {f"w{b}": fx for b, fx in [(8, {"noise": 0.01}), (4, {"drop": {"arithmetic": 0.3}}),
                                      (3, {"drop": {"arithmetic": 0.6}, "ppl_shift": 0.2}),
@@ -111,7 +111,7 @@ def test_broken_examples_show_both_outputs():
     ])  # fmt: skip
     finding = Finding(rule="max_drop", severity="fail", variant="w2", task="add", slice="all", metric="exact_match",
                       observed=0.5, threshold=0.05, ci=(0.1, 0.9), message="lost")  # fmt: skip
-    examples = broken_examples(items, [finding], {"w2": {"method": "rtn", "bits": 2}})
+    examples = broken_examples(items, [finding], records({"w2": (2, 2.5, 10)}))
     assert examples == [
         {
             "variant": "w2",

@@ -12,6 +12,7 @@ from harness.analysis.stats import family_size
 from harness.data.suites import load_items
 from harness.engine.scorer import ReferenceHead, Scorer
 from harness.engine.tasks import PreparedItem, evaluate_task, prepare
+from harness.manifest import parse
 from harness.quant import make_config, quantize_
 from harness.records import Finding, Task
 from harness.run.adaptive import (
@@ -186,8 +187,8 @@ def test_a_variant_stopped_early_never_passes_a_re_gating():
         "max_kld", "fail", "w2", "mc", "all", "acc", 0.5, 0.1, (0.3, 0.9), "FAIL: w2 · mc/all: ..."
     )
     manifest = {"adaptive_failures": {"w2": dataclasses.asdict(stop)}}
-    added = partial_failures(json.loads(json.dumps(manifest)), [])
+    added = partial_failures(parse(json.loads(json.dumps(manifest))), [])
     assert len(added) == 1 and added[0].severity == "fail" and added[0].variant == "w2"
     assert added[0].rule == "complete_evaluation" and "evaluated in part" in added[0].message
-    assert partial_failures(manifest, [stop]) == []  # it still fails: nothing to add
-    assert partial_failures({}, []) == []
+    assert partial_failures(parse(manifest), [stop]) == []  # it still fails: nothing to add
+    assert partial_failures(parse({}), []) == []

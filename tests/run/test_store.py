@@ -54,8 +54,8 @@ def test_manifest_updates_merge(tmp_path):
     store.update_manifest(timings={"a": 1.0})
     store.update_manifest(timings={"b": 2.0}, seed=3)
     manifest = store.manifest()
-    assert manifest["timings"] == {"a": 1.0, "b": 2.0} and manifest["seed"] == 3
-    assert manifest["fingerprint"] == {"model": "a"}
+    assert manifest.timings == {"a": 1.0, "b": 2.0} and manifest.seed == 3
+    assert manifest.fingerprint == {"model": "a"} and manifest.version == 1
 
 
 def test_reference_round_trip(tmp_path):
@@ -128,7 +128,7 @@ def test_a_lock_left_by_a_killed_process_is_taken_over(tmp_path):
     assert (root / ".lock").exists()  # the dead holder's file is still there ...
     store = RunStore.open(root, {"model": "a"})  # ... and stale: taken over
     assert (root / ".lock").read_text().startswith(f"pid {os.getpid()}:")
-    assert store.manifest() == {"fingerprint": {"model": "a"}}
+    assert store.manifest().raw == {"version": 1, "fingerprint": {"model": "a"}}
 
 
 def test_a_refused_run_leaves_no_folder_and_overwrite_keeps_the_lock(tmp_path):
@@ -175,4 +175,4 @@ def test_a_damaged_part_or_reference_is_set_aside_and_a_damaged_manifest_is_one_
         RunStore.open(tmp_path / "run", {"model": "a"})
     RunStore._held_locks.clear()
     fresh = RunStore.open(tmp_path / "run", {"model": "a"}, overwrite=True)
-    assert fresh.manifest() == {"fingerprint": {"model": "a"}}
+    assert fresh.manifest().raw == {"version": 1, "fingerprint": {"model": "a"}}
