@@ -26,6 +26,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from harness.data.suites import load_items, load_suite  # noqa: E402
+from harness.engine.kinds import kind_of  # noqa: E402
 from harness.engine.scorer import Scorer  # noqa: E402
 from harness.engine.tasks import evaluate_task, prepare  # noqa: E402
 from harness.model.load import load_tokenizer, prefix_token_id  # noqa: E402
@@ -120,7 +121,7 @@ def main() -> None:
     sync(args.device)
     build_s = time.perf_counter() - start
     suite = load_suite(args.suite)
-    tasks = [t for t in suite.tasks if t.kind != "lm_eval"]
+    tasks = [t for t in suite.tasks if kind_of(t).itemized]
     prepared = {}
     for task in tasks:
         items = load_items(task)

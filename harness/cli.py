@@ -321,6 +321,7 @@ def cmd_diagnose(args) -> int:
 
     from harness.data.suites import load_items, load_suite
     from harness.diagnose.weights import diagnose
+    from harness.engine.kinds import kind_of
     from harness.model.load import load_model, resolve_device
     from harness.records import ModelSpec
     from harness.report.diagnostics import write_diagnostics
@@ -330,8 +331,8 @@ def cmd_diagnose(args) -> int:
     suite = load_suite(args.suite)
     pools = []
     for task in suite.tasks:
-        if task.kind == "lm_eval":
-            continue
+        if not kind_of(task).itemized:
+            continue  # the kind loads its own documents
         items = load_items(task)
         field = task.text_field if task.kind == "perplexity" else None
         pools.append([it[field] if field else task.prompt.format(**it) for it in items])
@@ -413,10 +414,11 @@ def _gate(store, args) -> int:
 
 def cmd_suites_validate(args) -> int:
     from harness.data.suites import load_items, load_suite
+    from harness.engine.kinds import kind_of
 
     for path in args.paths:
         suite = load_suite(path)
-        n_items = sum(len(load_items(t)) for t in suite.tasks if t.kind != "lm_eval")
+        n_items = sum(len(load_items(t)) for t in suite.tasks if kind_of(t).itemized)
         slices = sorted({s for t in suite.tasks for s in t.slices})
         print(f"{path}: ok — suite {suite.name!r} v{suite.version}, {len(suite.tasks)} tasks, "
               f"{n_items} items, slices: {', '.join(slices) or 'none'}")  # fmt: skip

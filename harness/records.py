@@ -14,8 +14,6 @@ from typing import TYPE_CHECKING, ClassVar, Literal
 if TYPE_CHECKING:
     from torch import Tensor
 
-TASK_KINDS: tuple[str, ...] = ("perplexity", "multiple_choice", "generate", "lm_eval")
-
 
 @dataclass(frozen=True)
 class ModelSpec:
@@ -96,8 +94,8 @@ class QuantReport:
 
 @dataclass(frozen=True)
 class Task:
-    """One evaluation task of a suite. ``data`` is an absolute JSONL path (``None`` for
-    ``lm_eval`` tasks, whose data lm-eval loads)."""
+    """One evaluation task of a suite. ``data`` is an absolute JSONL path, ``None`` for a
+    kind that loads its own documents from ``source`` (see :mod:`harness.engine.kinds`)."""
 
     name: str
     kind: str
@@ -119,8 +117,8 @@ class Task:
     fewshot_data: Path | None = None  # pool of few-shot examples (default: the other items)
     metric: str = ""  # filled from the kind when empty
     limit: int = 0  # evaluate only the first N items (0: all); --limit caps it further
-    lm_eval: str = ""  # lm_eval kind: an lm-eval task name, or the absolute path of its YAML file
-    lm_eval_filter: str = ""  # lm_eval kind: the filter whose answers are kept (default: first)
+    source: str = ""  # a kind's own task definition (a registered name, or a file's absolute path)
+    answer_filter: str = ""  # the kind's filter whose answers are kept (default: its first)
 
     @property
     def decodes(self) -> bool:

@@ -23,6 +23,7 @@ def plan_from_model(suite_path: Path, spec: ModelSpec, policy_path: Path | None,
     """The suite's slices as the model's tokenizer cuts them (length buckets included);
     no weights are loaded and nothing is evaluated."""
     from harness.data.suites import load_items, load_suite
+    from harness.engine.kinds import kind_of
     from harness.engine.tasks import prepare
     from harness.model.load import load_tokenizer, prefix_token_id
 
@@ -31,8 +32,8 @@ def plan_from_model(suite_path: Path, spec: ModelSpec, policy_path: Path | None,
     prefix = prefix_token_id(tokenizer)
     rows, metrics = [], {}
     for task in suite.tasks:
-        if task.kind == "lm_eval":
-            continue  # its documents are lm-eval's to load
+        if not kind_of(task).itemized:
+            continue  # the kind loads its own documents
         items = load_items(task)
         chosen = items[: task.limit] if task.limit else items
         metrics[task.name] = task.metric

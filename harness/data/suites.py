@@ -13,21 +13,13 @@ import string
 from collections.abc import Iterator
 from pathlib import Path
 
-from harness.engine.lm_eval_tasks import declared_metric
+from harness.engine.kinds import TaskKind, get_kind, kind_names, kind_of
 from harness.errors import InputError
 from harness.metrics import METRICS
-from harness.records import TASK_KINDS, Suite, Task
-from harness.registry import did_you_mean
+from harness.records import Suite, Task
+from harness.registry import UnknownName, did_you_mean
 from harness.yamlfile import read_yaml
 
-DEFAULT_METRIC = {
-    "perplexity": "perplexity",
-    "multiple_choice": "acc",
-    "generate": "exact_match",
-    "lm_eval": "acc",
-}
-METRICS_BY_KIND = {"perplexity": ("perplexity",), "multiple_choice": ("acc", "acc_norm"),
-                   "generate": ("exact_match", "greedy_match")}  # lm_eval: whatever it logs  # fmt: skip
 _SUITE_KEYS = {"name", "version", "tasks", "description", "gate"}
 _TASK_FIELDS = {f.name: f for f in dataclasses.fields(Task)}
 
@@ -50,7 +42,7 @@ def load_suite(path: str | Path) -> Suite:
     if duplicated:
         raise InputError(f"{path}: duplicate task name(s): {', '.join(duplicated)}")
     for task in tasks:
-        if task.kind != "lm_eval":
+        if kind_of(task).itemized:
             load_items(task)  # validates the data up front, before any model is loaded
     if raw.get("gate") is not None:
         from harness.analysis.gate import parse_policy
@@ -78,20 +70,15 @@ def _parse_task(entry: object, index: int, path: Path) -> Task:
         raise InputError(f"{where}: each task must be a mapping")
     if "name" in entry:
         where = f"{path}: task {entry['name']!r}"
-    _check_keys(entry, set(_TASK_FIELDS), where)
-    required = (
-        ("name", "kind", "lm_eval") if entry.get("kind") == "lm_eval" else ("name", "kind", "data")
-    )
-    for key in required:
+    for key in ("name", "kind"):
         if key not in entry:
             raise InputError(f"{where}: missing required key {key!r}")
-    _check_types(entry, where)
-    if entry["kind"] not in TASK_KINDS:
-        hint = did_you_mean(str(entry["kind"]), list(TASK_KINDS))
-        raise InputError(
-            f"{where}: unknown kind {entry['kind']!r}{hint} (choose from {', '.join(TASK_KINDS)})"
-        )
-    values = dict(entry)
+    kind = _kind(entry["kind"], where)
+    _check_keys(entry, (set(_TASK_FIELDS) - _INTERNAL_FIELDS) | set(kind.keys), where)
+    if kind.source_key not in entry:
+        raise InputError(f"{where}: missing required key {kind.source_key!r}")
+    _check_types(entry, kind, where)
+    values = {kind.keys.get(key, key): value for key, value in entry.items()}
     for key in ("slices", "stop"):
         if key in values:
             if isinstance(values[key], str):
@@ -117,52 +104,65 @@ def _parse_task(entry: object, index: int, path: Path) -> Task:
             raise InputError(
                 f"{where}: 'answer_regex' is not a valid regular expression ({exc})"
             ) from None
-    if values["kind"] == "lm_eval":
-        ref = str(values["lm_eval"])
-        if ref.endswith((".yaml", ".yml")):
-            local = (path.parent / ref).resolve()
-            if not local.is_file():
-                raise InputError(f"{where}: lm-eval task file not found: {local}")
-            ref = str(local)
-            values.setdefault("metric", declared_metric(local) or "acc")
-        values["lm_eval"] = ref
-        values.setdefault("metric", "acc")
-        values["data"] = None
-    else:
+    _resolve_sources(values, kind, path, where)
+    values["name"] = str(values["name"])
+    _check_metric(values, kind, where)
+    return Task(**values)
+
+
+def _kind(name: object, where: str) -> TaskKind:
+    try:
+        return get_kind(str(name))
+    except UnknownName:
+        known = kind_names()
+        hint = did_you_mean(str(name), known)
+        raise InputError(f"{where}: unknown kind {name!r}{hint} (choose from {', '.join(known)})") from None
+
+
+def _resolve_sources(values: dict, kind: TaskKind, path: Path, where: str) -> None:
+    """Data files resolve against the suite's folder; a kind with its own source resolves it."""
+    if kind.itemized:
         data = (path.parent / str(values["data"])).resolve()
         if not data.is_file():
             raise InputError(f"{where}: data file not found: {data}")
         values["data"] = data
+    else:
+        values["source"], declared = kind.resolve(str(values["source"]), path.parent, where)
+        values["data"] = None
+        if declared is not None:
+            values.setdefault("metric", declared)
     if values.get("fewshot_data") is not None:
         pool = (path.parent / str(values["fewshot_data"])).resolve()
         if not pool.is_file():
             raise InputError(f"{where}: fewshot_data file not found: {pool}")
         values["fewshot_data"] = pool
-    values["name"] = str(values["name"])
-    values.setdefault("metric", DEFAULT_METRIC[values["kind"]])
+
+
+def _check_metric(values: dict, kind: TaskKind, where: str) -> None:
+    values.setdefault("metric", kind.default_metric)
     if not isinstance(values["metric"], str) or values["metric"] not in METRICS:
         raise InputError(f"{where}: unknown metric {values['metric']!r}"
                          f"{did_you_mean(str(values['metric']), METRICS.names())} (declared metrics: "
                          f"{', '.join(METRICS.names())}; Python code can declare more with "
                          "harness.metrics.register_metric)")  # fmt: skip
-    allowed = METRICS_BY_KIND.get(values["kind"])
-    if allowed is not None and values["metric"] not in allowed:
-        raise InputError(f"{where}: metric {values['metric']!r} does not fit kind {values['kind']!r} "
-                         f"(choose from {', '.join(allowed)})")  # fmt: skip
-    return Task(**values)
+    if kind.metrics and values["metric"] not in kind.metrics:
+        raise InputError(f"{where}: metric {values['metric']!r} does not fit kind {kind.name!r} "
+                         f"(choose from {', '.join(kind.metrics)})")  # fmt: skip
 
 
 _STRING_FIELDS = {f.name for f in dataclasses.fields(Task) if f.type in ("str", "str | None")}
 _PATH_FIELDS = {"data", "fewshot_data"}
+_INTERNAL_FIELDS = {"source", "answer_filter"}  # set through a kind's own keys
 
 
-def _check_types(entry: dict, where: str) -> None:
+def _check_types(entry: dict, kind: TaskKind, where: str) -> None:
     """Every text field a string (paths too), the name a string or number."""
     if not isinstance(entry["name"], str | int) or isinstance(entry["name"], bool):
         raise InputError(f"{where}: 'name' must be a string")
-    for key in (_STRING_FIELDS | _PATH_FIELDS) & set(entry) - {"name"}:
+    for key in (_STRING_FIELDS | _PATH_FIELDS | set(kind.keys)) & set(entry) - {"name"}:
         value = entry[key]
-        if value is None and (key in _PATH_FIELDS - {"data"} or "None" in _TASK_FIELDS[key].type):
+        field = _TASK_FIELDS[kind.keys.get(key, key)]
+        if value is None and (key in _PATH_FIELDS - {"data"} or "None" in field.type):
             continue
         if not isinstance(value, str):
             raise InputError(f"{where}: {key!r} must be a string, not {type(value).__name__}")

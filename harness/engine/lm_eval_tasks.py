@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 from lm_eval.api.model import LM
 
+from harness.engine.kinds import TaskKind, register_kind
 from harness.engine.scorer import Scored, Scorer
 from harness.engine.tasks import divergence, encode_pair, length_bucket
 from harness.errors import InputError
@@ -38,7 +39,7 @@ LOGGED = {"doc", "doc_id", "target", "arguments", "resps", "metrics", "filtered_
 
 def task_name(task: Task) -> tuple[str, Path | None]:
     """The lm-eval task name, and the folder to include when it is a local YAML file."""
-    ref = task.lm_eval
+    ref = task.source
     if ref.endswith((".yaml", ".yml")):
         path = Path(ref)
         spec = read_yaml(path, "lm-eval task")
@@ -253,10 +254,10 @@ def _number(value) -> float:
 
 def choose_filter(task: Task, samples: list[dict]) -> list[dict]:
     """The samples of one filter: lm-eval logs every document once per filter of the
-    task's ``filter_list``; the task's ``lm_eval_filter`` picks one (default: the first),
+    task's ``filter_list``; the suite's ``lm_eval_filter`` picks one (default: the first),
     and the others are left out."""
     filters = list(dict.fromkeys(s.get("filter", "none") for s in samples))
-    chosen = task.lm_eval_filter or (filters[0] if filters else "none")
+    chosen = task.answer_filter or (filters[0] if filters else "none")
     if filters and chosen not in filters:
         raise InputError(f"task {task.name!r}: lm-eval has no filter {chosen!r} for this task "
                          f"(it has: {', '.join(filters)})")  # fmt: skip
@@ -322,3 +323,19 @@ def to_rows(
             margin=margin, prediction=prediction, target=str(target), nonfinite=nonfinite, **measured,
         ))  # fmt: skip
     return rows
+
+
+def resolve(ref: str, folder: Path, where: str) -> tuple[str, str | None]:
+    """A suite's ``lm_eval:`` entry: a local YAML file (resolved against the suite's
+    folder; its first declared metric) or the name of a task lm-eval knows."""
+    if not ref.endswith((".yaml", ".yml")):
+        return ref, None
+    local = (folder / ref).resolve()
+    if not local.is_file():
+        raise InputError(f"{where}: lm-eval task file not found: {local}")
+    return str(local), declared_metric(local)
+
+
+register_kind(TaskKind("lm_eval", default_metric="acc", source_key="lm_eval",
+                       keys={"lm_eval": "source", "lm_eval_filter": "answer_filter"},
+                       resolve=resolve, evaluate=evaluate_lm_eval))  # fmt: skip

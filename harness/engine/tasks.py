@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from harness.engine.kinds import TaskKind, register_kind
 from harness.engine.scorer import Scored, Scorer
 from harness.records import ItemResult, Reference, Task
 
@@ -283,3 +284,11 @@ def _slice_reference(ref: Reference, task: Task, item: PreparedItem, r: int) -> 
 
 def perplexity(nll_sum: float, n_tokens: int) -> float:
     return math.exp(nll_sum / n_tokens) if n_tokens else float("nan")
+
+
+for _kind in (
+    TaskKind("perplexity", default_metric="perplexity", metrics=("perplexity",)),
+    TaskKind("multiple_choice", default_metric="acc", metrics=("acc", "acc_norm")),
+    TaskKind("generate", default_metric="exact_match", metrics=("exact_match", "greedy_match")),
+):
+    register_kind(_kind)

@@ -57,8 +57,8 @@ def code_fingerprint(root: Path | None = None) -> str:
 def suite_fingerprint(suite: Suite) -> str:
     digest = hashlib.sha256(Path(suite.path).read_bytes())
     for task in suite.tasks:
-        lm_eval_file = task.lm_eval if task.lm_eval.endswith((".yaml", ".yml")) else None
-        for path in filter(None, (task.data, task.fewshot_data, lm_eval_file)):
+        source = Path(task.source) if task.source and Path(task.source).is_file() else None
+        for path in filter(None, (task.data, task.fewshot_data, source)):
             digest.update(Path(path).read_bytes())
     return digest.hexdigest()[:16]
 

@@ -16,8 +16,8 @@ from tqdm import tqdm
 import harness
 from harness.data.suites import load_items, load_suite
 from harness.diagnose.weights import base_precision
+from harness.engine.kinds import kind_of
 from harness.engine.kvcache import kv_cache_record
-from harness.engine.lm_eval_tasks import evaluate_lm_eval
 from harness.engine.scorer import MAX_BATCH_TOKENS, MAX_BATCH_TOKENS_ACCELERATOR, Scorer
 from harness.engine.tasks import evaluate_task, prepare
 from harness.errors import InputError
@@ -73,11 +73,10 @@ def _sweep(spec: RunSpec, *, overwrite: bool, progress: bool, argv: list[str] | 
     release_freed_memory()
     reset_peak()
     suite = load_suite(spec.suite_path)
-    task_items = {task.name: load_items(task) for task in suite.tasks if task.kind != "lm_eval"}
+    task_items = {task.name: load_items(task) for task in suite.tasks if kind_of(task).itemized}
     if spec.ray is not None and len(task_items) < len(suite.tasks):
-        raise InputError(
-            "--ray evaluates the harness's own task kinds; run suites with lm-eval tasks without --ray"
-        )
+        raise InputError("--ray evaluates the harness's own task kinds; run suites with tasks of "
+                         "other kinds (lm-eval's) without --ray")  # fmt: skip
     torch.set_num_threads(spec.threads)
     torch.manual_seed(spec.seed)
 
@@ -142,8 +141,8 @@ def _sweep(spec: RunSpec, *, overwrite: bool, progress: bool, argv: list[str] | 
     prefix = prefix_token_id(tokenizer)
     prepared = {}
     for task in suite.tasks:
-        if task.kind == "lm_eval":
-            continue  # lm-eval renders and loads its own documents
+        if not kind_of(task).itemized:
+            continue  # the kind loads and renders its own documents
         items = task_items[task.name]
         pool = load_items(_with_data(task, task.fewshot_data)) if task.fewshot_data else items
         chosen = items[: _item_limit(spec, task)]
@@ -163,7 +162,7 @@ def _sweep(spec: RunSpec, *, overwrite: bool, progress: bool, argv: list[str] | 
                           skipped_variants=list(spec.skipped))  # fmt: skip
 
     def units(task, items=None) -> int:
-        if task.kind == "lm_eval":
+        if not kind_of(task).itemized:
             return 0
         items = prepared[task.name] if items is None else items
         return sum(len(item.requests) for item in items) + (len(items) if task.decodes else 0)
@@ -206,8 +205,8 @@ def _sweep(spec: RunSpec, *, overwrite: bool, progress: bool, argv: list[str] | 
     def evaluate(variant: Variant, task, items) -> tuple[list, dict | None]:
         bar.set_description(f"{variant.name} · {task.name}")
         start = time.perf_counter()
-        if task.kind == "lm_eval":
-            rows, reference = evaluate_lm_eval(task, active, tokenizer, prefix, variant.name,
+        if not kind_of(task).itemized:
+            rows, reference = kind_of(task).evaluate(task, active, tokenizer, prefix, variant.name,
                                                reference_of(variant, task), limit=_item_limit(spec, task),
                                                seed=spec.seed, on_progress=bar.update)  # fmt: skip
         else:
@@ -246,10 +245,10 @@ def _sweep(spec: RunSpec, *, overwrite: bool, progress: bool, argv: list[str] | 
         def on_settled(finding):
             store.update_manifest(adaptive_failures={variant.name: asdict(finding)})
 
-        native = [t for t in tasks if t.kind != "lm_eval"]
+        native = [t for t in tasks if kind_of(t).itemized]
         settled = evaluate_adaptive(native, prepared, lambda t, chunk: evaluate(variant, t, chunk)[0],
                                     baseline_rows, policy, finish_adaptive, on_settled)  # fmt: skip
-        whole = [t for t in tasks if t.kind == "lm_eval"]  # lm-eval runs a task whole ...
+        whole = [t for t in tasks if not kind_of(t).itemized]  # other kinds run a task whole ...
         if settled is None:
             return whole
         for task in whole:  # ... or, once the variant has failed, not at all

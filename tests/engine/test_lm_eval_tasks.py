@@ -233,12 +233,12 @@ def test_several_filters_give_one_row_per_document(task_files, tiny_model, token
     assert [r.item_id for r in rows] == [d["id"] for d in GEN_DOCS]
     strict = [s for s in samples if s["filter"] == "strict"]
     assert [r.prediction for r in rows] == [str(s["filtered_resps"][0]) for s in strict]
-    other = to_rows(Task(**{**task.__dict__, "lm_eval_filter": "anything"}), samples, "v")
+    other = to_rows(Task(**{**task.__dict__, "answer_filter": "anything"}), samples, "v")
     assert [r.prediction for r in other] == [
         str(s["filtered_resps"][0]) for s in samples if s["filter"] == "anything"
     ]
     with pytest.raises(InputError, match="no filter 'nope'.*strict, anything"):
-        to_rows(Task(**{**task.__dict__, "lm_eval_filter": "nope"}), samples, "v")
+        to_rows(Task(**{**task.__dict__, "answer_filter": "nope"}), samples, "v")
 
 
 def test_sampled_generation_is_refused(tmp_path, tiny_model, tokenizer):
@@ -314,7 +314,7 @@ def test_rolling_metrics_become_token_weighted_perplexity_rows():
     from harness.metrics import get_metric
     from harness.run.store import rows_to_frame
 
-    task = Task(name="wiki", kind="lm_eval", data=None, lm_eval="wiki", metric="word_perplexity")
+    task = Task(name="wiki", kind="lm_eval", data=None, source="wiki", metric="word_perplexity")
     samples = [{"doc_id": i, "doc": {}, "target": "", "filter": "none",
                 "word_perplexity": (-ll, words), "byte_perplexity": (-ll, 5 * words)}
                for i, (ll, words) in enumerate([(30.0, 10), (50.0, 20)])]  # fmt: skip
