@@ -68,7 +68,8 @@ def run_job(job: VariantJob) -> VariantDone:
     from harness.engine.scorer import Scorer
     from harness.engine.tasks import evaluate_task
     from harness.model.load import load_model
-    from harness.run.runner import context_length, make_variant
+    from harness.run.runner import context_length
+    from harness.run.session import make_variant
 
     torch.set_num_threads(job.threads)
     torch.manual_seed(job.seed)
