@@ -201,9 +201,15 @@ def parse(raw: dict, path: str = "manifest") -> Manifest:
     """A manifest from its JSON object."""
     version = raw.get("version", 1)
     if not isinstance(version, int) or version > VERSION:
-        raise InputError(f"{path} was written by a newer qharness (manifest version {version}); upgrade")
+        raise InputError(
+            f"{path} was written by a newer qharness (manifest version {version}); upgrade"
+        )
     names = {f.name for f in dataclasses.fields(Manifest)}
-    values = {k: v for k, v in raw.items() if k in names and k not in ("suite", "variants", "variant_records", "raw")}
+    values = {
+        k: v
+        for k, v in raw.items()
+        if k in names and k not in ("suite", "variants", "variant_records", "raw")
+    }
     values["fingerprint"] = raw.get("fingerprint") or {}
     values["command"] = tuple(raw.get("command") or ())
     values["skipped_variants"] = tuple(raw.get("skipped_variants") or ())
@@ -213,7 +219,9 @@ def parse(raw: dict, path: str = "manifest") -> Manifest:
         values["model"] = ModelRecord.parse(raw["model"])
     if isinstance(raw.get("base_precision"), dict):
         grid = raw["base_precision"]
-        values["base_precision"] = GridCheck(**{**grid, "aligned_methods": tuple(grid.get("aligned_methods", ()))})
+        values["base_precision"] = GridCheck(
+            **{**grid, "aligned_methods": tuple(grid.get("aligned_methods", ()))}
+        )
     values["adaptive_failures"] = {name: Finding(**{**stop, "ci": tuple(stop["ci"])})
                                    for name, stop in (raw.get("adaptive_failures") or {}).items()}  # fmt: skip
     values["raw"] = raw
@@ -221,7 +229,9 @@ def parse(raw: dict, path: str = "manifest") -> Manifest:
         values["suite"] = SuiteRecord.parse(raw["suite"], path)
     stored = raw.get("variants") or {}
     values["variant_records"] = stored
-    values["variants"] = {name: VariantRecord.parse(info, name, path) for name, info in stored.items()}
+    values["variants"] = {
+        name: VariantRecord.parse(info, name, path) for name, info in stored.items()
+    }
     return Manifest(**values)
 
 

@@ -11,15 +11,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.analysis.gate import (
-    Policy,
-    apply_policy,
-    load_policy,
-    nonfinite_findings,
-    parse_policy,
-    verdict,
-    write_junit,
-)
+from harness.analysis.gate import apply_policy, nonfinite_findings, verdict, write_junit
+from harness.analysis.policy import Policy, load_policy, parse_policy
 from harness.analysis.power import power_frame, slice_power
 from harness.analysis.stats import compare, comparisons_frame, knees
 from harness.errors import InputError

@@ -43,9 +43,7 @@ def compare_runs(run_a: Path, run_b: Path, pairs: list[str] | None = None, *,
     stores = [RunStore(run_a), RunStore(run_b)]
     manifests = [s.manifest() for s in stores]
     items = [s.load_items() for s in stores]
-    metrics = [
-        m.metrics for m in manifests
-    ]
+    metrics = [m.metrics for m in manifests]
     frames, notes = [], []
     for left, right in _pairs(items[0], items[1], pairs):
         a = items[0][items[0]["variant"] == left]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.analysis.gate import load_policy, parse_policy
+from harness.analysis.policy import load_policy, parse_policy
 from harness.analysis.power import SlicePower, slice_power
 from harness.errors import InputError
 from harness.records import ModelSpec

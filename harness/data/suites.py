@@ -45,7 +45,7 @@ def load_suite(path: str | Path) -> Suite:
         if kind_of(task).itemized:
             load_items(task)  # validates the data up front, before any model is loaded
     if raw.get("gate") is not None:
-        from harness.analysis.gate import parse_policy
+        from harness.analysis.policy import parse_policy
 
         parse_policy(raw["gate"], str(path))  # validated now, applied after the run
     return Suite(
@@ -116,7 +116,9 @@ def _kind(name: object, where: str) -> TaskKind:
     except UnknownName:
         known = kind_names()
         hint = did_you_mean(str(name), known)
-        raise InputError(f"{where}: unknown kind {name!r}{hint} (choose from {', '.join(known)})") from None
+        raise InputError(
+            f"{where}: unknown kind {name!r}{hint} (choose from {', '.join(known)})"
+        ) from None
 
 
 def _resolve_sources(values: dict, kind: TaskKind, path: Path, where: str) -> None:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from harness.analysis.gate import RULES
+from harness.analysis.policy import RULES
 from harness.analysis.stats import add_fragile, explode_slices
 from harness.manifest import Manifest
 from harness.metrics import get_metric

@@ -27,7 +27,8 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from harness.analysis.gate import Policy, apply_policy
+from harness.analysis.gate import apply_policy
+from harness.analysis.policy import Policy
 from harness.analysis.stats import compare, family_size
 from harness.records import Finding, ItemResult, Task
 from harness.run.store import rows_to_frame
@@ -157,5 +158,9 @@ def partial_failures(manifest: Manifest, findings: list[Finding]) -> list[Findin
             continue
         message = (f"FAIL: {variant} was evaluated in part (--adaptive stopped it on: "
                    f"{stop.message}); rerun without --adaptive to gate it under this policy")  # fmt: skip
-        added.append(dataclasses.replace(stop, rule=PARTIAL_RULE, severity="fail", variant=variant, message=message))
+        added.append(
+            dataclasses.replace(
+                stop, rule=PARTIAL_RULE, severity="fail", variant=variant, message=message
+            )
+        )
     return added

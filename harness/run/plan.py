@@ -18,7 +18,9 @@ from harness.run.store import RunStore
 class WorkUnit:
     variant: str
     task: str
-    requests: int  # progress units: scored requests, plus one per decoded item (0: a whole-task kind)
+    requests: (
+        int  # progress units: scored requests, plus one per decoded item (0: a whole-task kind)
+    )
 
 
 def plan(variants: list[Variant], suite: Suite, store: RunStore, prepared: dict) -> list[WorkUnit]:

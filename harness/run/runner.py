@@ -80,7 +80,9 @@ def _sweep(spec: RunSpec, *, overwrite: bool, progress: bool, argv: list[str] | 
     work = plan(variants, suite, store, prepared)
     bar = tqdm(total=sum(unit.requests for unit in work), unit="req", disable=not progress or None,
                dynamic_ncols=True, file=sys.stderr)  # fmt: skip
-    session = Session(spec, suite, model, tokenizer, prefix, store, prepared, artifacts, max_length, bar)
+    session = Session(
+        spec, suite, model, tokenizer, prefix, store, prepared, artifacts, max_length, bar
+    )
     session.start(work, items)
     for variant in variants:  # with --ray the baseline runs here, the others fan out below
         pending = tasks_of(work, variant.name)
@@ -96,7 +98,9 @@ def _sweep(spec: RunSpec, *, overwrite: bool, progress: bool, argv: list[str] | 
     return store
 
 
-def _open_store(spec: RunSpec, suite, model: nn.Module, overwrite: bool, argv: list[str] | None) -> RunStore:
+def _open_store(
+    spec: RunSpec, suite, model: nn.Module, overwrite: bool, argv: list[str] | None
+) -> RunStore:
     """Open (or resume) the run folder under the run's fingerprint and record the run:
     model, suite, settings, libraries, platform and the baseline."""
     model_hash = weights_fingerprint(model)
@@ -178,5 +182,3 @@ def _task_record(task) -> dict:
     record = {k: v for k, v in asdict(task).items() if k not in ("data", "fewshot_data")}
     record["data"] = str(task.data) if task.data else None
     return record
-
-

@@ -46,15 +46,32 @@ class Session:
 
     def __init__(self, spec: RunSpec, suite: Suite, model: nn.Module, tokenizer, prefix: int, store: RunStore,
                  prepared: dict, artifacts: dict, max_length: int, bar: tqdm) -> None:  # fmt: skip
-        self.spec, self.model, self.tokenizer, self.prefix, self.store = spec, model, tokenizer, prefix, store
+        self.spec, self.model, self.tokenizer, self.prefix, self.store = (
+            spec,
+            model,
+            tokenizer,
+            prefix,
+            store,
+        )
         self.tasks = {task.name: task for task in suite.tasks}
-        self.prepared, self.artifacts, self.max_length, self.bar = prepared, artifacts, max_length, bar
-        self.scorer = Scorer(model, tokenizer.pad_token_id, batch_size=spec.batch_size, max_length=max_length)
-        self.active = self.scorer  # a checkpoint artifact is scored on its own model, with the base's head
+        self.prepared, self.artifacts, self.max_length, self.bar = (
+            prepared,
+            artifacts,
+            max_length,
+            bar,
+        )
+        self.scorer = Scorer(
+            model, tokenizer.pad_token_id, batch_size=spec.batch_size, max_length=max_length
+        )
+        self.active = (
+            self.scorer
+        )  # a checkpoint artifact is scored on its own model, with the base's head
         self.master = MasterCopy(model, weight_files(spec.model))
         self.references: dict[str, dict] = {}
         self.seconds: dict[str, float] = {}
-        self.records: dict[str, dict] = {}  # what made each variant: config, artifact, KV cache, calibration
+        self.records: dict[
+            str, dict
+        ] = {}  # what made each variant: config, artifact, KV cache, calibration
         self.calibration = None
         self.baseline_rows = self.policy = None
 
@@ -78,17 +95,23 @@ class Session:
         calibrated = {v.name for v in self.spec.variants if v.config and v.config.needs_calibration}
         if any(unit.variant in calibrated for unit in work):
             texts = item_texts(item for task_items in items.values() for item in task_items)
-            self.calibration = load_calibration(self.spec.calibration, self.tokenizer, texts, self.prefix)
+            self.calibration = load_calibration(
+                self.spec.calibration, self.tokenizer, texts, self.prefix
+            )
             self.store.update_manifest(calibration=self.calibration.record())
 
     def run_variant(self, variant: Variant, task_names: list[str]) -> None:
         """Make ``variant`` and evaluate its pending tasks (adaptively with ``--adaptive``)."""
         self.master.restore()
         if not variant.is_baseline:
-            self.bar.set_description(f"{variant.name} · {'load' if variant.artifact else 'quantize'}")
+            self.bar.set_description(
+                f"{variant.name} · {'load' if variant.artifact else 'quantize'}"
+            )
             self.active, made = make_variant(self.model, self.scorer, variant, self.artifacts.get(variant.name),
                                              self.calibration, self.spec.batch_size, self.max_length)  # fmt: skip
-            self.store.update_manifest(variants={variant.name: {**self.records[variant.name], **made}})
+            self.store.update_manifest(
+                variants={variant.name: {**self.records[variant.name], **made}}
+            )
         tasks = [self.tasks[name] for name in task_names]
         if self.spec.adaptive and not variant.is_baseline:
             tasks = self._adaptively(variant, tasks)
@@ -121,7 +144,9 @@ class Session:
         self.seconds[key] = self.seconds.get(key, 0.0) + time.perf_counter() - start
         return rows, made
 
-    def finish(self, variant: Variant, task: Task, rows, reference=None, adaptive: dict | None = None) -> None:
+    def finish(
+        self, variant: Variant, task: Task, rows, reference=None, adaptive: dict | None = None
+    ) -> None:
         """Store a task's rows (the baseline's with its references) and log its headline."""
         broken = sum(row.nonfinite > 0 for row in rows)
         if variant.is_baseline and broken:
@@ -165,7 +190,12 @@ class Session:
         if settled is None:
             return whole
         for task in whole:  # ... or, once the variant has failed, not at all
-            self.finish(variant, task, [], adaptive={"evaluated": 0, "of": None, "stopped_by": settled.message})
+            self.finish(
+                variant,
+                task,
+                [],
+                adaptive={"evaluated": 0, "of": None, "stopped_by": settled.message},
+            )
         return []
 
     def fan_out(self, work: list[WorkUnit]) -> None:
@@ -182,7 +212,9 @@ class Session:
 
         def on_done(done: VariantDone) -> None:
             variant = next(v for v in spec.variants if v.name == done.name)
-            self.store.update_manifest(variants={done.name: {**self.records[done.name], **done.record}})
+            self.store.update_manifest(
+                variants={done.name: {**self.records[done.name], **done.record}}
+            )
             for task in pending[done.name]:
                 self.seconds[f"{done.name}/{task.name}"] = done.seconds[task.name]
                 self.finish(variant, task, done.rows[task.name])
@@ -209,7 +241,10 @@ def make_variant(model: nn.Module, scorer: Scorer, variant: Variant, info, calib
     elif variant.config is not None:
         loaded, made = model, asdict(quantize_(model, variant.config, calibration))
     else:  # the base weights with a quantized KV cache: a curve of its own over KV bits
-        loaded, made = model, {**baseline_record(model), "method": "kv-cache", "bits": variant.kv_bits}
+        loaded, made = (
+            model,
+            {**baseline_record(model), "method": "kv-cache", "bits": variant.kv_bits},
+        )
     if loaded is model and variant.kv_bits is None:
         return scorer, made
     return Scorer(loaded, scorer.pad_id, batch_size=batch_size, max_length=max_length,

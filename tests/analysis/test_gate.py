@@ -8,17 +8,8 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from harness.analysis.gate import (
-    MaxDrop,
-    MinTop1,
-    Policy,
-    apply_policy,
-    decide,
-    default_rules,
-    parse_policy,
-    verdict,
-    write_junit,
-)
+from harness.analysis.gate import apply_policy, decide, verdict, write_junit
+from harness.analysis.policy import MaxDrop, MinTop1, Policy, default_rules, parse_policy
 from harness.analysis.stats import compare
 from harness.cli import EXIT_GATE_FAILED, EXIT_OK, EXIT_USAGE, main
 from harness.errors import InputError
@@ -98,7 +89,7 @@ def test_decisions_are_noise_aware(loss, ci, severity):
 
 
 def test_min_rules_mirror_max_rules():
-    from harness.analysis.gate import MinTop1
+    from harness.analysis.policy import MinTop1
 
     assert decide(MinTop1(0.9), comparison(top1=0.85, top1_ci=(0.80, 0.88))).severity == "fail"
     assert decide(MinTop1(0.9), comparison(top1=0.88, top1_ci=(0.80, 0.95))).severity == "warn"
@@ -218,7 +209,7 @@ def test_what_could_not_be_measured_fails():
     finding = decide(MaxDrop(0.02), nan_loss)
     assert finding.severity == "fail" and "could not be computed" in finding.message
     inf_kld = comparison(kld=math.inf, kld_ci=(math.inf, math.inf))
-    from harness.analysis.gate import MaxKLD
+    from harness.analysis.policy import MaxKLD
 
     assert decide(MaxKLD(0.1), inf_kld).severity == "fail"
     result = verdict(
@@ -256,7 +247,8 @@ def test_the_policy_used_is_recorded_and_reused(tmp_path, capsys):
 def test_among_passing_variants_of_equal_weights_the_narrowest_kv_cache_is_recommended():
     base = {"method": "kv-cache", "bits": 16, "effective_bits": 16.0, "model_bytes": 100}
     variants = {"baseline": VariantRecord.parse({**base, "method": "none"}, "baseline", "test")} | {
-        f"kv{b}": VariantRecord.parse({**base, "kv_cache": {"bits": b}}, f"kv{b}", "test") for b in (8, 4, 2)
+        f"kv{b}": VariantRecord.parse({**base, "kv_cache": {"bits": b}}, f"kv{b}", "test")
+        for b in (8, 4, 2)
     }
     failing = Finding("accuracy_drop", "fail", "kv2", "t", "all", "acc", 0.5, 0.02, (0.3, 0.7), "x")
     assert verdict([failing], variants).recommended_variant == "kv4"

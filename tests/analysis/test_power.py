@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness.analysis.gate import MaxDrop, MaxFlipRate, Policy, decide, default_rules
+from harness.analysis.gate import decide
+from harness.analysis.policy import MaxDrop, MaxFlipRate, Policy, default_rules
 from harness.analysis.power import (
     RESOLVE,
     SAFETY_DESIGN,

@@ -7,7 +7,7 @@ import copy
 import dataclasses
 import json
 
-from harness.analysis.gate import parse_policy
+from harness.analysis.policy import parse_policy
 from harness.analysis.stats import family_size
 from harness.data.suites import load_items
 from harness.engine.scorer import ReferenceHead, Scorer
