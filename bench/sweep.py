@@ -33,6 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 def harness_sweep(spec_args: dict, out: Path, adaptive: bool) -> dict:
     from harness.analysis.analyse import analyse
     from harness.records import RunSpec
+    from harness.report import write_analysis
     from harness.run.runner import run
 
     # start afresh: a stored run of unchanged scoring code would be resumed, not timed
@@ -40,7 +41,7 @@ def harness_sweep(spec_args: dict, out: Path, adaptive: bool) -> dict:
     start = time.perf_counter()
     store = run(RunSpec(out=out, adaptive=adaptive, **spec_args), progress=False)
     swept = time.perf_counter()
-    analyse(store)
+    write_analysis(store, analyse(store))
     done = time.perf_counter()
     manifest = store.manifest()
     load = manifest["timings"]["load_model"]

@@ -133,7 +133,7 @@ class Suite:
     version: str
     tasks: tuple[Task, ...]
     path: Path | None = None
-    gate: dict | None = None  # the raw ``gate:`` block (validated by harness.analysis.gate)
+    gate: dict | None = None  # the raw ``gate:`` block (validated by harness.analysis.policy)
 
 
 @dataclass(frozen=True)

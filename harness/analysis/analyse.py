@@ -1,4 +1,4 @@
-"""Stored results -> comparisons, knees, gate verdict and every report file.
+"""Stored results -> comparisons, knees, the gate's verdict and each slice's power, as data.
 
 Needs no model: ``qharness run`` calls it after the sweep, and ``qharness gate`` /
 ``qharness report`` call it on a stored run (with a changed policy, say).
@@ -7,19 +7,19 @@ Needs no model: ``qharness run`` calls it after the sweep, and ``qharness gate``
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
-from harness.analysis.gate import apply_policy, nonfinite_findings, verdict, write_junit
+from harness.analysis.gate import apply_policy, nonfinite_findings, verdict
 from harness.analysis.policy import Policy, load_policy, parse_policy
 from harness.analysis.power import power_frame, slice_power
-from harness.analysis.stats import compare, comparisons_frame, knees
+from harness.analysis.stats import compare, knees
 from harness.errors import InputError
 from harness.records import Verdict
-from harness.report import write_reports
 from harness.run.adaptive import partial_failures
-from harness.run.store import RunStore, write_json
+from harness.run.store import RunStore
 
 TARGET_ANY = "a recommended variant exists"
 STATS_NOTE = (
@@ -67,10 +67,23 @@ def policy_record(policy: Policy) -> dict:
     return {"source": policy.source, "gate": gate}
 
 
+@dataclass(frozen=True)
+class Analysis:
+    """A stored run analysed: the policy applied, the verdict, the paired comparisons,
+    the knee table, and what each slice can resolve."""
+
+    policy: Policy
+    verdict: Verdict
+    comparisons: list
+    knees: pd.DataFrame
+    power: pd.DataFrame
+    items: pd.DataFrame
+
+
 def analyse(store: RunStore, *, policy_path: Path | None = None, require: str | None = None,
-            junit: Path | None = None, mode: str | None = None) -> Verdict:  # fmt: skip
-    """Compare every variant to the baseline, apply the gate, and write ``gate.json``,
-    ``comparisons.csv``, the optional JUnit file and the reports."""
+            mode: str | None = None) -> Analysis:  # fmt: skip
+    """Compare every variant to the baseline and apply the gate (the policy used is
+    recorded in the run). Writes no files: :func:`harness.report.write_analysis` does."""
     manifest = store.manifest()
     items = store.load_items()
     if items.empty or "baseline" not in set(items["variant"]):
@@ -79,28 +92,18 @@ def analyse(store: RunStore, *, policy_path: Path | None = None, require: str | 
     metrics = manifest.metrics
     variants = manifest.variants_in(items["variant"])
     comparisons = compare(items, metrics, alpha=policy.alpha, min_items=1)
-    knee_table = knees(comparisons, variants)
     findings = apply_policy(policy, comparisons)
     findings += partial_failures(manifest, findings) + nonfinite_findings(items)
     result = verdict(findings, variants, require, policy.mode)
-
-    frame = comparisons_frame(comparisons)
-    comparisons_frame(comparisons, split_intervals=True).to_csv(
-        store.root / "comparisons.csv", index=False, float_format="%.6g"
-    )
-    write_json(store.root / "gate.json", gate_record(policy, result, knee_table))
-    if junit is not None:
-        write_junit(result, junit)
     baseline = items[items["variant"] == "baseline"]
     power = power_frame(slice_power(baseline, metrics, policy, comparisons))
-    power.to_csv(store.root / "power.csv", index=False, float_format="%.6g")
-    write_reports(
-        store, comparisons=frame, knees=knee_table, verdict=result, items=items, power=power
-    )
-    return result
+    return Analysis(policy, result, comparisons, knees(comparisons, variants), power, items)
 
 
-def gate_record(policy: Policy, result: Verdict, knee_table: pd.DataFrame) -> dict:
+def gate_record(analysis: Analysis) -> dict:
+    """``gate.json``: the verdict, the policy applied, every variant, the knees and the
+    findings that did not pass."""
+    policy, result = analysis.policy, analysis.verdict
     return {
         "passed": result.passed,
         "target": result.target or TARGET_ANY,
@@ -113,7 +116,7 @@ def gate_record(policy: Policy, result: Verdict, knee_table: pd.DataFrame) -> di
         },
         "statistics": STATS_NOTE,
         "variants": [dataclasses.asdict(v) for v in result.variants],
-        "knees": knee_table.to_dict(orient="records"),
+        "knees": analysis.knees.to_dict(orient="records"),
         "findings": [dataclasses.asdict(f) for f in result.findings if f.severity != "pass"],
         "n_findings": {
             s: sum(f.severity == s for f in result.findings) for s in ("pass", "warn", "fail")

@@ -165,10 +165,12 @@ def cmd_run(args, argv: list[str]) -> int:
 
 def _gate(store, args) -> int:
     from harness.analysis.analyse import analyse
+    from harness.report import write_analysis
     from harness.report.findings import terminal_summary_of
 
-    result = analyse(store, policy_path=args.policy, require=args.require, junit=args.junit,
-                     mode=args.gate_mode)  # fmt: skip
+    analysis = analyse(store, policy_path=args.policy, require=args.require, mode=args.gate_mode)
+    write_analysis(store, analysis, junit=args.junit)
+    result = analysis.verdict
     print(terminal_summary_of(store, result))
     print(f"wrote {store.root}/gate.json and {store.root}/report.md")
     return EXIT_OK if result.passed else EXIT_GATE_FAILED
@@ -217,13 +219,14 @@ def cmd_report(args) -> int:
     """Rewrite every report file; the gate is re-applied with the stored target."""
 
     from harness.analysis.analyse import TARGET_ANY, analyse
+    from harness.report import write_analysis
     from harness.run.store import RunStore
 
     store = RunStore(args.run_dir)
     store.manifest()
     gate_file = store.root / "gate.json"
     target = json.loads(gate_file.read_text()).get("target") if gate_file.exists() else TARGET_ANY
-    analyse(store, require=None if target == TARGET_ANY else target)
+    write_analysis(store, analyse(store, require=None if target == TARGET_ANY else target))
     print(f"wrote {store.root}/report.md")
     return EXIT_OK
 

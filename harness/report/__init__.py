@@ -10,17 +10,34 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.analysis.stats import ALL_TASKS, families
+from harness.analysis.stats import ALL_TASKS, comparisons_frame, families
 from harness.analysis.summary import summarize
 from harness.records import Verdict
 from harness.report import plots, views
 from harness.report.findings import what_broke
 from harness.report.html import write_html
+from harness.report.junit import write_junit
 from harness.report.markdown import write_markdown
-from harness.run.store import RunStore
+from harness.run.store import RunStore, write_json
 
 PLOTS = {"knee": "plots/knee.png", "slices": "plots/knee_slices.png", "pareto": "plots/pareto.png",
          "heatmap": "plots/heatmap.png", "flips": "plots/flips.png"}  # fmt: skip
+
+
+def write_analysis(store: RunStore, analysis, junit: Path | None = None) -> dict[str, Path]:
+    """Every file of an analysed run: ``gate.json``, ``comparisons.csv``, ``power.csv``,
+    the optional JUnit file, and the reports (:func:`write_reports`)."""
+    from harness.analysis.analyse import gate_record
+
+    write_json(store.root / "gate.json", gate_record(analysis))
+    comparisons_frame(analysis.comparisons, split_intervals=True).to_csv(
+        store.root / "comparisons.csv", index=False, float_format="%.6g"
+    )
+    analysis.power.to_csv(store.root / "power.csv", index=False, float_format="%.6g")
+    if junit is not None:
+        write_junit(analysis.verdict, junit)
+    return write_reports(store, comparisons=comparisons_frame(analysis.comparisons), knees=analysis.knees,
+                         verdict=analysis.verdict, items=analysis.items, power=analysis.power)  # fmt: skip
 
 
 def write_reports(

@@ -8,13 +8,14 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from harness.analysis.gate import apply_policy, decide, verdict, write_junit
+from harness.analysis.gate import apply_policy, decide, verdict
 from harness.analysis.policy import MaxDrop, MinTop1, Policy, default_rules, parse_policy
 from harness.analysis.stats import compare
 from harness.cli import EXIT_GATE_FAILED, EXIT_OK, EXIT_USAGE, main
 from harness.errors import InputError
 from harness.manifest import VariantRecord
 from harness.records import Comparison, Finding
+from harness.report.junit import write_junit
 from harness.run.store import RunStore
 from tests.synthetic import METRICS, make_items, manifest, records, store_run
 
