@@ -103,3 +103,21 @@ def store_run(root, items: pd.DataFrame, manifest_fields: dict):
         store.append(variant, task,
                      [ItemResult(**{**r, "slices": tuple(r["slices"])}) for r in rows.to_dict("records")])  # fmt: skip
     return store
+
+
+SIZES = {"w8": (8, 8.25, 500), "w4": (4, 4.25, 300), "w3": (3, 3.25, 250), "w2": (2, 2.25, 200)}
+EFFECTS = {f"w{b}": fx for b, fx in [(8, {"noise": 0.01}), (4, {"drop": {"arithmetic": 0.3}}),
+                                     (3, {"drop": {"arithmetic": 0.6}, "ppl_shift": 0.2}),
+                                     (2, {"drop": {"general": 0.9, "arithmetic": 0.9, "rare": 0.9}, "ppl_shift": 2})]}  # fmt: skip
+
+
+def gate(items, variants, policy=None, require=None):
+    """The gate's verdict on synthetic ``items`` (variants sized by :data:`SIZES`)."""
+    from harness.analysis.gate import apply_policy, verdict
+    from harness.analysis.policy import Policy, default_rules
+    from harness.analysis.stats import compare
+
+    policy = policy or Policy(default_rules())
+    comparisons = compare(items, METRICS, alpha=policy.alpha)
+    findings = apply_policy(policy, comparisons)
+    return verdict(findings, records({v: SIZES[v] for v in variants}), require)

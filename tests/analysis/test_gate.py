@@ -4,29 +4,17 @@ from __future__ import annotations
 
 import json
 import math
-import xml.etree.ElementTree as ET
 
 import pytest
 
 from harness.analysis.gate import apply_policy, decide, verdict
 from harness.analysis.policy import MaxDrop, MinTop1, Policy, default_rules, parse_policy
-from harness.analysis.stats import compare
 from harness.cli import EXIT_GATE_FAILED, EXIT_OK, EXIT_USAGE, main
 from harness.errors import InputError
 from harness.manifest import VariantRecord
 from harness.records import Comparison, Finding
-from harness.report.junit import write_junit
 from harness.run.store import RunStore
-from tests.synthetic import METRICS, make_items, manifest, records, store_run
-
-SIZES = {"w8": (8, 8.25, 500), "w4": (4, 4.25, 300), "w3": (3, 3.25, 250), "w2": (2, 2.25, 200)}
-
-
-def gate(items, variants, policy=None, require=None):
-    policy = policy or Policy(default_rules())
-    comparisons = compare(items, METRICS, alpha=policy.alpha)
-    findings = apply_policy(policy, comparisons)
-    return verdict(findings, records({v: SIZES[v] for v in variants}), require)
+from tests.synthetic import SIZES, gate, make_items, manifest, records, store_run
 
 
 def comparison(**overrides) -> Comparison:
@@ -115,47 +103,6 @@ def test_the_most_specific_rule_of_a_kind_decides():
     ] == [0.2]
     only = parse_policy({"defaults": False, "rules": [{"kind": "max_kld", "tolerance": 1}]}, "p")
     assert [f.metric for f in apply_policy(only, [comparison()])] == ["max_kld"]
-
-
-@pytest.mark.parametrize(
-    "raw,message",
-    [
-        (
-            {"rules": [{"kind": "max_dorp", "tolerance": 0.1}]},
-            "unknown rule kind 'max_dorp'; did you mean 'max_drop'",
-        ),
-        ({"rules": [{"kind": "max_drop"}]}, "'tolerance' must be a number"),
-        (
-            {"rules": [{"kind": "max_drop", "tolerance": 0.1, "slice": ["a"]}]},
-            "unknown key 'slice'; did you mean 'slices'",
-        ),
-        (
-            {"rules": [{"kind": "max_drop", "tolerance": 0.1, "slices": [1]}]},
-            "'slices' must be a list",
-        ),
-        ({"alpha": 2}, "'alpha' must be between 0 and 1"),
-        ({"rulez": []}, "unknown gate key 'rulez'; did you mean 'rules'"),
-    ],
-)
-def test_bad_policies_are_clear_errors(raw, message):
-    with pytest.raises(InputError, match=message):
-        parse_policy(raw, "policy.yaml")
-
-
-def test_junit_has_one_case_per_variant_and_rule(tmp_path):
-    items = make_items(
-        13,
-        {"w8": {"noise": 0.01}, "w2": {"drop": {"general": 0.8, "arithmetic": 0.8, "rare": 0.8}}},
-    )
-    result = gate(items, ["w8", "w2"])
-    path = write_junit(result, tmp_path / "gate.xml")
-    suite = ET.parse(path).getroot().find("testsuite")
-    cases = suite.findall("testcase")
-    pairs = {(f.variant, f.rule) for f in result.findings}
-    assert len(cases) == len(pairs) == int(suite.get("tests"))
-    failing = [c for c in cases if c.find("failure") is not None]
-    assert len(failing) == int(suite.get("failures")) > 0
-    assert all(c.get("classname") == "qharness.w2" for c in failing)
 
 
 def stored_run(tmp_path, effects) -> RunStore:
