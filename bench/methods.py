@@ -104,7 +104,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     from harness.model.load import load_model, prefix_token_id, weight_files
-    from harness.quant import MasterCopy, quantize_
+    from harness.quant import quantize_
     from harness.quant.calibration import load_calibration
     from harness.records import CalibrationSpec, ModelSpec
 

@@ -133,7 +133,7 @@ def main() -> None:
 
     from harness.data.suites import load_suite
     from harness.model.load import load_model, weight_files
-    from harness.quant import MasterCopy, make_config, quantize_
+    from harness.quant import make_config, quantize_
     from harness.records import ModelSpec, Variant
 
     bits = [int(b) for b in args.bits.split(",")]

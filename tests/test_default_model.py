@@ -14,7 +14,8 @@ from harness.diagnose.weights import base_precision
 from harness.engine.scorer import Scorer
 from harness.engine.tasks import evaluate_task, prepare
 from harness.model.load import default_model_dir, load_model, prefix_token_id
-from harness.quant import MasterCopy, quantize_
+from harness.quant import quantize_
+from harness.quant.master import MasterCopy
 from harness.quant.rtn import RTNConfig
 from harness.records import ModelSpec
 from tests.conftest import REPO

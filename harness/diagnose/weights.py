@@ -14,7 +14,8 @@ import pandas as pd
 import torch
 from torch import nn
 
-from harness.quant import MasterCopy, quantize_, select_linears
+from harness.quant import quantize_, select_linears
+from harness.quant.master import MasterCopy
 from harness.records import QuantConfig
 
 GRID_BLOCK = 32  # block length of the base-precision check (GGUF Q4_x/Q5_x/Q8_0 blocks)

@@ -20,7 +20,6 @@ from harness.errors import InputError
 from harness.metrics import get_metric
 from harness.model.load import weight_files
 from harness.quant import (
-    MasterCopy,
     config_to_dict,
     model_bytes_16bit,
     quantize_,
@@ -28,6 +27,7 @@ from harness.quant import (
 )
 from harness.quant.artifacts import load_artifact
 from harness.quant.calibration import calibration_record, item_texts, load_calibration
+from harness.quant.master import MasterCopy
 from harness.records import RunSpec, Suite, Task, Variant
 from harness.run.adaptive import evaluate_adaptive
 from harness.run.plan import WorkUnit, request_count, tasks_of

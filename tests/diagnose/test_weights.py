@@ -22,7 +22,8 @@ from harness.diagnose.weights import (
     suggest_plan,
     weight_outliers,
 )
-from harness.quant import MasterCopy, quantize_
+from harness.quant import quantize_
+from harness.quant.master import MasterCopy
 from harness.quant.rtn import RTNConfig, fake_quantize
 from harness.report.diagnostics import write_diagnostics
 from tests.conftest import make_model

@@ -12,47 +12,12 @@ from torch import nn
 from harness.errors import InputError
 from harness.quant import (
     METHODS,
-    MasterCopy,
     config_from_dict,
     config_to_dict,
     make_config,
     quantize_,
 )
-from harness.quant.calibration import Calibration
-from harness.records import CalibrationSpec
-
-# method -> bit widths to sweep (each supported; errors must fall from left to right)
-SWEEPS = {
-    "rtn": (2, 3, 4, 8),
-    "gptq": (2, 3, 4, 8),
-    "awq": (2, 3, 4, 8),
-    "hqq": (2, 3, 4, 8),
-    "bnb": (4, 8),
-    "gguf": (4, 5, 8),
-    "torchao": (2, 3, 4, 8),
-}
-UNSUPPORTED = {"rtn": 1, "gptq": 1, "awq": 1, "hqq": 7, "bnb": 3, "gguf": 3, "torchao": 1}
-
-
-@pytest.fixture(scope="module")
-def calib():
-    torch.manual_seed(5)
-    return Calibration(CalibrationSpec("memory"), torch.randint(3, 250, (16, 48)), "sha")
-
-
-@pytest.fixture(scope="module")
-def probe():
-    torch.manual_seed(6)
-    return torch.randint(3, 250, (4, 40))
-
-
-def logits(model, ids):
-    with torch.no_grad():
-        return model(ids).logits
-
-
-def rel_error(a, b) -> float:
-    return float((a - b).norm() / a.norm())
+from tests.quant.methods import SWEEPS, UNSUPPORTED, fit, logits, rel_error
 
 
 def test_every_method_is_registered():
@@ -65,7 +30,7 @@ def test_output_keeps_shape_and_dtype_and_error_falls_with_bits(method, tiny_mod
     errors = []
     for bits in SWEEPS[method]:
         model = copy.deepcopy(tiny_model)
-        report = quantize_(model, make_config(method, bits=bits, **_fit(method)), calib)
+        report = quantize_(model, make_config(method, bits=bits, **fit(method)), calib)
         out = logits(model, probe)
         assert out.shape == reference.shape and out.dtype == reference.dtype
         assert torch.isfinite(out).all()
@@ -73,12 +38,6 @@ def test_output_keeps_shape_and_dtype_and_error_falls_with_bits(method, tiny_mod
         errors.append(rel_error(reference, out))
     assert errors == sorted(errors, reverse=True), errors
     assert errors[-1] < 0.05, errors  # 8 bits is close to free
-
-
-def _fit(method: str) -> dict:
-    """Options that fit the tiny model's 64/128-wide rows."""
-    return {"rtn": {"group_size": 32}, "gptq": {"group_size": 32}, "awq": {"group_size": 32},
-            "hqq": {"group_size": 32}, "torchao": {"group_size": 32}}.get(method, {})  # fmt: skip
 
 
 @pytest.mark.parametrize("method", SWEEPS)
@@ -136,22 +95,10 @@ def test_gptq_size_accounting_on_a_decoder(symmetric, tiny_model, calib):
 def test_packed_and_simulated_methods_say_which(tiny_model, calib):
     simulated = {}
     for method in SWEEPS:
-        config = make_config(method, bits=8, **_fit(method))
+        config = make_config(method, bits=8, **fit(method))
         simulated[method] = quantize_(copy.deepcopy(tiny_model), config, calib).simulated
     assert simulated == {"rtn": True, "gptq": True, "awq": True, "gguf": True,
                          "hqq": False, "bnb": False, "torchao": False}  # fmt: skip
-
-
-@pytest.mark.parametrize("method", SWEEPS)
-def test_master_copy_restores_the_base_model_after_every_method(method, tiny_model, calib, probe):
-    model = copy.deepcopy(tiny_model)
-    master = MasterCopy(model)
-    reference = logits(model, probe)
-    quantize_(model, make_config(method, bits=SWEEPS[method][0], **_fit(method)), calib)
-    assert not torch.equal(logits(model, probe), reference)
-    master.restore()
-    assert torch.equal(logits(model, probe), reference)
-    assert all(type(m) is nn.Linear for n, m in model.named_modules() if n.endswith("_proj"))
 
 
 @pytest.mark.parametrize(
@@ -205,22 +152,3 @@ def test_group_sizes_that_do_not_divide_the_rows_are_refused_where_the_library_n
     model = nn.Sequential(nn.Linear(48, 8))
     with pytest.raises(InputError, match="not a multiple of the 32-weight blocks"):
         quantize_(model, make_config("gguf", bits=4, ignore=()))
-
-
-def test_master_copy_reads_weights_back_from_the_safetensors_files(tiny_model_dir, calib, probe):
-    from harness.model.load import load_model, weight_files
-    from harness.records import ModelSpec
-
-    model, _ = load_model(ModelSpec(str(tiny_model_dir)))
-    files = weight_files(ModelSpec(str(tiny_model_dir)))
-    master = MasterCopy(model, files)
-    assert master.source == "disk" and master.tensors is None
-    reference = logits(model, probe)
-    for method in ("rtn", "hqq", "torchao"):
-        quantize_(model, make_config(method, bits=2, **_fit(method)), calib)
-        assert not torch.equal(logits(model, probe), reference)
-        master.restore()
-        assert torch.equal(logits(model, probe), reference)
-    bf16, _ = load_model(ModelSpec(str(tiny_model_dir), dtype="bfloat16"))
-    assert MasterCopy(bf16, files).source == "memory"  # the file holds float32: keep a copy
-    assert MasterCopy(model, []).source == "memory"

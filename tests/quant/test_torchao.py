@@ -11,6 +11,7 @@ from harness.quant import (
     make_config,
     quantize_,
 )
+from tests.quant.methods import rel_error
 
 
 def test_torchao_intx_is_stored_one_byte_per_value_whatever_the_bits():
@@ -50,7 +51,3 @@ def test_fp8_activations_need_a_device_torchao_runs_them_on():
     config = make_config("torchao", bits=8, group_size=None, activations="fp8", ignore=())
     with pytest.raises(InputError, match="torchao-w8a8-fp8.*cannot run here"):
         quantize_(model, config)
-
-
-def rel_error(a, b) -> float:
-    return float((a - b).norm() / a.norm())

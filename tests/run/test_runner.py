@@ -12,7 +12,8 @@ import pandas as pd
 import pytest
 import torch
 
-from harness.quant import MasterCopy, quantize_
+from harness.quant import quantize_
+from harness.quant.master import MasterCopy
 from harness.quant.rtn import RTNConfig
 from tests.conftest import REPO
 

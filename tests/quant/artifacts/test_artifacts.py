@@ -15,8 +15,8 @@ import torch
 
 from harness.cli import EXIT_GATE_FAILED, EXIT_USAGE, main
 from harness.errors import InputError
-from harness.quant import MasterCopy
 from harness.quant.artifacts import check_compatible, inspect_artifact, load_artifact
+from harness.quant.master import MasterCopy
 from harness.records import Artifact
 from tests.artifacts import dequantized, q4_k_blocks, write_gguf
 from tests.conftest import make_model
