@@ -92,3 +92,11 @@ def dequantized(model_path: Path, name: str) -> torch.Tensor:
     reader = gguf.GGUFReader(str(model_path))
     tensor = next(t for t in reader.tensors if t.name == name)
     return torch.from_numpy(np.array(gguf.quants.dequantize(tensor.data, tensor.tensor_type)))
+
+
+def run_cli(args, out, capsys=None):
+    """``qharness run`` with ARGS into OUT at one thread: (exit code, stderr)."""
+    from harness.cli import main
+
+    code = main(["run", *args, "--out", str(out), "--threads", "1", "--no-progress"])
+    return code, (capsys.readouterr().err if capsys else "")

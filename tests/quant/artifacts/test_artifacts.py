@@ -15,10 +15,8 @@ import torch
 
 from harness.cli import EXIT_GATE_FAILED, EXIT_USAGE, main
 from harness.errors import InputError
-from harness.quant.artifacts import check_compatible, inspect_artifact, load_artifact
-from harness.quant.master import MasterCopy
 from harness.records import Artifact
-from tests.artifacts import dequantized, q4_k_blocks, write_gguf
+from tests.artifacts import run_cli, write_gguf
 from tests.conftest import make_model
 
 
@@ -48,17 +46,12 @@ def grid_base(tmp_path_factory, tokenizer):
     return root
 
 
-def run(args, out, capsys=None):
-    code = main(["run", *args, "--out", str(out), "--threads", "1", "--no-progress"])
-    return code, (capsys.readouterr().err if capsys else "")
-
-
 def test_a_gguf_on_the_base_grid_shows_no_divergence_and_a_coarser_one_does(
     grid_base, tiny_suite, tmp_path
 ):
     out = tmp_path / "run"
     q8, q4 = grid_base / "base-q8_0.gguf", grid_base / "base-q4_0.gguf"
-    code, _ = run(["--model", str(grid_base / "base"), "--suite", str(tiny_suite),
+    code, _ = run_cli(["--model", str(grid_base / "base"), "--suite", str(tiny_suite),
                    "--variant-models", f"{q8},{q4}"], out)  # fmt: skip
     assert code in (0, 1)
     items = pd.read_parquet(out / "items.parquet")
@@ -83,42 +76,6 @@ def test_a_gguf_on_the_base_grid_shows_no_divergence_and_a_coarser_one_does(
     assert q8_info["tensor_types"] == {"Q8_0": 16, "F32": 5}
     assert q8_info["artifact"]["sha256"] and q8_info["source"] == str(q8)
     assert "tensor types Q8_0 ×16, F32 ×5" in q8_info["note"]
-
-
-def test_a_mixed_file_with_a_k_quant_is_read_tensor_by_tensor(tmp_path, tokenizer, tiny_suite):
-    """down_proj at Q4_K (assembled from valid block bytes), attention at Q4_0, the
-    rest at Q8_0: every loaded weight equals gguf-py's own dequantization, and the file
-    runs as a variant paired with its base."""
-    model = make_model(len(tokenizer), seed=4)
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    config = LlamaConfig(**{**model.config.to_dict(), "intermediate_size": 256})
-    model = LlamaForCausalLM(config).eval()
-    names = {f"blk.{i}.ffn_down.weight": "Q4_K" for i in range(2)}
-    names |= {f"blk.{i}.attn_{x}.weight": "Q4_0" for i in range(2) for x in "qkv"}
-    raw = {
-        n: q4_k_blocks(64, 256, seed=i)
-        for i, n in enumerate(n for n, t in names.items() if t == "Q4_K")
-    }
-    path = write_gguf(model, tokenizer, tmp_path / "mixed.gguf", "Q8_0", types=names, raw=raw)
-    info = inspect_artifact(Artifact(str(path)))
-    assert info.tensor_types == {"Q4_K": 2, "Q4_0": 6, "Q8_0": 8, "F32": 5}
-    assert info.type_bytes["Q4_K"] == 2 * 64 * 256 // 256 * 144
-    master = MasterCopy(model)
-    check_compatible(info, model, tokenizer)
-    _, report = load_artifact(model, info)
-    assert report.method.startswith("gguf:") and 4.5 < report.effective_bits < 9
-    for i in range(2):
-        down = model.model.layers[i].mlp.down_proj.weight
-        assert torch.equal(down, dequantized(path, f"blk.{i}.ffn_down.weight"))
-    master.restore()
-    model.save_pretrained(tmp_path / "base")
-    tokenizer.save_pretrained(tmp_path / "base")
-    code, _ = run(["--model", str(tmp_path / "base"), "--suite", str(tiny_suite), "--variant-models", str(path)],
-                  tmp_path / "run")  # fmt: skip
-    items = pd.read_parquet(tmp_path / "run" / "items.parquet")
-    assert code in (0, 1) and set(items["variant"]) == {"baseline", "mixed"}
-    assert items[items["variant"] == "mixed"]["kld"].notna().all()
 
 
 def test_bad_artifacts_are_one_line_errors_with_nothing_written(
@@ -166,14 +123,14 @@ def test_artifact_rows_resume_by_content_not_path(grid_base, tiny_suite, tmp_pat
     moved.parent.mkdir()
     shutil.copy(grid_base / "base-q8_0.gguf", moved)
     args = ["--model", str(grid_base / "base"), "--suite", str(tiny_suite)]
-    assert run([*args, "--variant-models", str(grid_base / "base-q8_0.gguf")], out)[0] in (0, 1)
+    assert run_cli([*args, "--variant-models", str(grid_base / "base-q8_0.gguf")], out)[0] in (0, 1)
     parts = sorted(p.name for p in (out / "parts").iterdir())
-    assert run([*args, "--variant-models", str(moved)], out)[0] in (0, 1)  # same bytes: resumed
+    assert run_cli([*args, "--variant-models", str(moved)], out)[0] in (0, 1)  # same bytes: resumed
     assert sorted(p.name for p in (out / "parts").iterdir()) == parts
     changed = tmp_path / "changed" / "base-q8_0.gguf"
     changed.parent.mkdir()
     shutil.copy(grid_base / "base-q4_0.gguf", changed)  # another file under the same name
-    assert run([*args, "--variant-models", str(changed)], out)[0] == EXIT_USAGE
+    assert run_cli([*args, "--variant-models", str(changed)], out)[0] == EXIT_USAGE
 
 
 def test_variants_file_model_entries(grid_base, tmp_path):
@@ -204,7 +161,7 @@ def test_a_variant_with_non_finite_outputs_fails_by_name_and_never_crashes(
     broken = write_gguf(model, tokenizer, tmp_path / "broken.gguf", "Q8_0",
                         types={"token_embd.weight": "F32"})  # fmt: skip
     out = tmp_path / "run"
-    code, err = run(["--model", str(grid_base / "base"), "--suite", str(tiny_suite),
+    code, err = run_cli(["--model", str(grid_base / "base"), "--suite", str(tiny_suite),
                      "--variant-models", str(broken)], out, capsys)  # fmt: skip
     assert code == EXIT_GATE_FAILED, err
     items = pd.read_parquet(out / "items.parquet")
@@ -229,7 +186,7 @@ def test_a_baseline_with_non_finite_outputs_is_refused(tokenizer, tiny_suite, tm
         model.model.embed_tokens.weight[tokenizer.convert_tokens_to_ids("3")] = math.nan
     model.save_pretrained(tmp_path / "base")
     tokenizer.save_pretrained(tmp_path / "base")
-    code, err = run(["--model", str(tmp_path / "base"), "--suite", str(tiny_suite), "--bits", "8"],
+    code, err = run_cli(["--model", str(tmp_path / "base"), "--suite", str(tiny_suite), "--bits", "8"],
                     tmp_path / "run", capsys)  # fmt: skip
     assert code == EXIT_USAGE
     assert "the baseline gave non-finite logits (NaN/Inf) on 1 of 4 items of task 'text'" in err
