@@ -17,10 +17,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from harness.analysis.summary import task_value  # noqa: E402
-from harness.data.suites import load_items, load_suite  # noqa: E402
+from harness.data.suites import load_suite  # noqa: E402
 from harness.engine.scorer import Scorer  # noqa: E402
-from harness.engine.tasks import evaluate_task, prepare  # noqa: E402
+from harness.engine.tasks import evaluate_task, prepare_suite  # noqa: E402
+from harness.metrics import get_metric  # noqa: E402
 from harness.model.load import load_model, prefix_token_id  # noqa: E402
 from harness.records import ModelSpec  # noqa: E402
 from harness.run.store import rows_to_frame  # noqa: E402
@@ -41,16 +41,18 @@ def main() -> None:
         max_length=model.config.max_position_embeddings,
     )
     print("| task | slice | n | metric | baseline | seconds |\n|---|---|---|---|---|---|")
-    for task in load_suite(args.suite).tasks:
-        items = load_items(task)
-        prepared = prepare(task, items, tokenizer, prefix_token_id(tokenizer), items, seed=0)
+    suite = load_suite(args.suite)
+    # prepared as `qharness run` prepares them
+    every = prepare_suite(suite, tokenizer, prefix_token_id(tokenizer), seed=0)
+    for task in (t for t in suite.tasks if t.name in every):
+        prepared = every[task.name]
         start = time.perf_counter()
         rows, _ = evaluate_task(task, prepared, scorer, tokenizer, "baseline", None)
         seconds = time.perf_counter() - start
         frame = rows_to_frame(rows)
         frame["slice"] = frame["slices"].map(lambda s: ["all", *s])
         for slice_, group in frame.explode("slice").groupby("slice", sort=False):
-            value = task_value(group, task.metric)
+            value = get_metric(task.metric).value(group)
             shown = f"{value:.2f}" if task.metric == "perplexity" else f"{value:.0%}"
             print(
                 f"| {task.name} | {slice_} | {len(group)} | {task.metric} | {shown} | {seconds:.0f} |"

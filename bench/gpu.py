@@ -25,10 +25,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from harness.data.suites import load_items, load_suite  # noqa: E402
+from harness.data.suites import load_suite  # noqa: E402
 from harness.engine.kinds import kind_of  # noqa: E402
 from harness.engine.scorer import Scorer  # noqa: E402
-from harness.engine.tasks import evaluate_task, prepare  # noqa: E402
+from harness.engine.tasks import evaluate_task, prepare_suite  # noqa: E402
 from harness.model.load import load_tokenizer, prefix_token_id  # noqa: E402
 from harness.records import ModelSpec  # noqa: E402
 
@@ -122,11 +122,7 @@ def main() -> None:
     build_s = time.perf_counter() - start
     suite = load_suite(args.suite)
     tasks = [t for t in suite.tasks if kind_of(t).itemized]
-    prepared = {}
-    for task in tasks:
-        items = load_items(task)
-        chosen = items[: task.limit] if task.limit else items
-        prepared[task.name] = prepare(task, chosen, tokenizer, prefix, items, 0)
+    prepared = prepare_suite(suite, tokenizer, prefix, seed=0)
     rows = {
         tuple((ctx + cont)[:-1])
         for items in prepared.values()

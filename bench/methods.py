@@ -106,6 +106,7 @@ def main() -> None:
     from harness.model.load import load_model, prefix_token_id, weight_files
     from harness.quant import quantize_
     from harness.quant.calibration import load_calibration
+    from harness.quant.master import MasterCopy
     from harness.records import CalibrationSpec, ModelSpec
 
     spec = ModelSpec()

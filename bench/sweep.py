@@ -58,28 +58,14 @@ def harness_sweep(spec_args: dict, out: Path, adaptive: bool) -> dict:
 
 
 def prepared_tasks(suite, tokenizer, seed: int = 0):
-    from harness.data.suites import load_items
-    from harness.engine.tasks import prepare
+    """Each itemized task with its items, prepared as ``qharness run`` prepares them."""
+    from harness.engine.tasks import prepare_suite
     from harness.model.load import prefix_token_id
 
-    out = {}
-    for task in suite.tasks:
-        items = load_items(task)
-        out[task.name] = (
-            task,
-            prepare(
-                task,
-                items[: task.limit or None],
-                tokenizer,
-                prefix_token_id(tokenizer),
-                items,
-                seed,
-            ),
-        )
-    return out
+    prepared = prepare_suite(suite, tokenizer, prefix_token_id(tokenizer), seed)
+    return {task.name: (task, prepared[task.name]) for task in suite.tasks if task.name in prepared}
 
 
-@torch.inference_mode()
 def floor_pass(model, tokenizer, tasks, batch_size: int, max_length: int) -> float:
     """Seconds of bare forward passes (and decoding) for one variant, task by task as the
     harness batches them."""
@@ -134,6 +120,7 @@ def main() -> None:
     from harness.data.suites import load_suite
     from harness.model.load import load_model, weight_files
     from harness.quant import make_config, quantize_
+    from harness.quant.master import MasterCopy
     from harness.records import ModelSpec, Variant
 
     bits = [int(b) for b in args.bits.split(",")]

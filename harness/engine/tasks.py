@@ -20,13 +20,13 @@ from __future__ import annotations
 import math
 import random
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
-from harness.engine.kinds import TaskKind, register_kind
+from harness.engine.kinds import TaskKind, kind_of, register_kind
 from harness.engine.scorer import Scored, Scorer
-from harness.records import ItemResult, Reference, Task
+from harness.records import ItemResult, Reference, Suite, Task
 
 LENGTH_BUCKETS = ((512, "ctx<=512"), (1024, "ctx<=1k"), (2048, "ctx<=2k"))
 LONGEST_BUCKET = "ctx>2k"
@@ -106,6 +106,28 @@ def prepare(
             else len(ctx) + len(cont)
         )
         item.slices = (*item.slices, length_bucket(length))
+    return prepared
+
+
+def prepare_suite(suite: Suite, tokenizer, prefix: int, seed: int, limit: int | None = None,
+                  items: dict[str, list[dict]] | None = None) -> dict[str, list[PreparedItem]]:  # fmt: skip
+    """Every itemized task of ``suite`` prepared: its first ``min(limit, task.limit)``
+    items, few-shot examples drawn from ``fewshot_data`` or the task's other items.
+    ``items`` are the tasks' loaded items, when the caller has them already."""
+    from harness.data.suites import load_items  # (suites finds the kinds this module registers)
+
+    prepared = {}
+    for task in suite.tasks:
+        if not kind_of(task).itemized:
+            continue  # the kind loads and renders its own documents
+        loaded = items[task.name] if items is not None else load_items(task)
+        pool = (
+            load_items(replace(task, data=task.fewshot_data, fewshot_data=None))
+            if task.fewshot_data
+            else loaded
+        )
+        chosen = loaded[: min([n for n in (limit, task.limit) if n], default=None)]
+        prepared[task.name] = prepare(task, chosen, tokenizer, prefix, pool, seed)
     return prepared
 
 

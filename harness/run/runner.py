@@ -8,7 +8,7 @@ import os
 import platform
 import sys
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict
 
 import torch
 from torch import nn
@@ -19,7 +19,7 @@ from harness.data.suites import load_items, load_suite
 from harness.diagnose.weights import base_precision
 from harness.engine.kinds import kind_of
 from harness.engine.scorer import MAX_BATCH_TOKENS, MAX_BATCH_TOKENS_ACCELERATOR
-from harness.engine.tasks import prepare
+from harness.engine.tasks import prepare_suite
 from harness.errors import InputError
 from harness.model.load import (
     check_memory,
@@ -35,7 +35,7 @@ from harness.quant.artifacts import check_compatible, inspect_artifact
 from harness.records import RunSpec
 from harness.run.fingerprint import code_fingerprint, library_versions, suite_fingerprint
 from harness.run.plan import plan, tasks_of
-from harness.run.session import BASELINE, Session, baseline_record, item_limit, log
+from harness.run.session import BASELINE, Session, baseline_record, log
 from harness.run.store import RunStore
 
 
@@ -130,16 +130,9 @@ def _open_store(
 
 def _prepare(spec: RunSpec, suite, items: dict, tokenizer, prefix: int, max_length: int,
              store: RunStore) -> dict:  # fmt: skip
-    """Every itemized task's chosen items rendered and tokenized (few-shot examples from
-    ``fewshot_data`` or the other items); items longer than the context are counted."""
-    prepared = {}
-    for task in suite.tasks:
-        if not kind_of(task).itemized:
-            continue  # the kind loads and renders its own documents
-        pool = load_items(replace(task, data=task.fewshot_data, fewshot_data=None)) if task.fewshot_data \
-            else items[task.name]  # fmt: skip
-        chosen = items[task.name][: item_limit(spec, task)]
-        prepared[task.name] = prepare(task, chosen, tokenizer, prefix, pool, spec.seed)
+    """Every itemized task's items prepared (:func:`~harness.engine.tasks.prepare_suite`);
+    items longer than the context are counted in the manifest."""
+    prepared = prepare_suite(suite, tokenizer, prefix, spec.seed, spec.limit, items)
     truncated = {name: n for name, n in _truncated(prepared, max_length).items() if n}
     for name, n in truncated.items():
         log(f"{name}: {n} item(s) longer than the model's context of {max_length} tokens are "
