@@ -23,7 +23,7 @@ from harness.engine.tasks import evaluate_task, prepare_suite  # noqa: E402
 from harness.metrics import get_metric  # noqa: E402
 from harness.model.load import load_model, prefix_token_id  # noqa: E402
 from harness.records import ModelSpec  # noqa: E402
-from harness.run.store import rows_to_frame  # noqa: E402
+from harness.store import rows_to_frame  # noqa: E402
 
 
 def main() -> None:

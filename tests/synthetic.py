@@ -95,7 +95,7 @@ def records(variants: dict[str, tuple[int, float, int]]):
 def store_run(root, items: pd.DataFrame, manifest_fields: dict):
     """A stored run (no model) holding ``items`` and the given manifest fields."""
     from harness.records import ItemResult
-    from harness.run.store import RunStore
+    from harness.store import RunStore
 
     store = RunStore.open(root, {"model": "synthetic"})
     store.update_manifest(**manifest_fields)

@@ -15,9 +15,9 @@ import time
 import pandas as pd
 import pytest
 
-import harness.run.store
+import harness.store
 from harness.cli import EXIT_GATE_FAILED, EXIT_OK, EXIT_USAGE, main
-from harness.run.store import RunStore, _readable
+from harness.store import RunStore, _readable
 from tests.conftest import REPO, write_jsonl
 
 FINISHED = (EXIT_OK, EXIT_GATE_FAILED)
@@ -129,7 +129,7 @@ def test_ctrl_c_keeps_finished_parts_releases_the_lock_and_exits_130(
 @contextlib.contextmanager
 def another_process_holding(out):
     """A second process that holds the lock of run folder ``out``; yields its pid."""
-    holder = subprocess.Popen([sys.executable, "-c", "import pathlib, time; from harness.run.store import RunStore; "
+    holder = subprocess.Popen([sys.executable, "-c", "import pathlib, time; from harness.store import RunStore; "
                                f"RunStore.lock(pathlib.Path({str(out)!r})); print('locked', flush=True); time.sleep(60)"],
                               cwd=REPO, stdout=subprocess.PIPE, text=True)  # fmt: skip
     try:
@@ -163,7 +163,7 @@ def test_a_full_disk_leaves_every_file_whole_and_a_rerun_resumes(
     writes spread over a whole sweep; each time the rerun picks up where it stopped."""
     out = tmp_path / "run"
     args = sweep(tiny_model_dir, two_task_suite, out)
-    original = harness.run.store._atomic_write
+    original = harness.store._atomic_write
     failures = 0
     for nth in (1, 2, 4, 7, 11, 16, 22, 30):
         calls = 0
@@ -180,7 +180,7 @@ def test_a_full_disk_leaves_every_file_whole_and_a_rerun_resumes(
 
             return original(path, half_then_full)
 
-        monkeypatch.setattr(harness.run.store, "_atomic_write", full_disk)
+        monkeypatch.setattr(harness.store, "_atomic_write", full_disk)
         code = main(args)
         err = capsys.readouterr().err.strip().splitlines()
         if calls >= nth:
@@ -191,7 +191,7 @@ def test_a_full_disk_leaves_every_file_whole_and_a_rerun_resumes(
         assert_whole(out)
         RunStore._held_locks.clear()
     assert failures >= 6
-    monkeypatch.setattr(harness.run.store, "_atomic_write", original)
+    monkeypatch.setattr(harness.store, "_atomic_write", original)
     assert main(args) in FINISHED
     pd.testing.assert_frame_equal(rows(out), rows(uninterrupted))
 

@@ -8,7 +8,7 @@ import pytest
 
 from harness.errors import InputError
 from harness.manifest import VERSION, parse, read, update
-from harness.run.store import write_json
+from harness.store import write_json
 
 VARIANTS = {"baseline": {"method": "none", "bits": 16, "effective_bits": 16.0, "model_bytes": 800},
             "rtn-w4": {"method": "rtn", "bits": 4, "effective_bits": 4.5, "model_bytes": 200,

@@ -12,14 +12,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.analysis.gate import apply_policy, nonfinite_findings, verdict
+from harness.analysis.gate import apply_policy, nonfinite_findings, partial_failures, verdict
 from harness.analysis.policy import Policy, load_policy, parse_policy
 from harness.analysis.power import power_frame, slice_power
 from harness.analysis.stats import compare, knees
 from harness.errors import InputError
 from harness.records import Verdict
-from harness.run.adaptive import partial_failures
-from harness.run.store import RunStore
+from harness.store import RunStore
 
 TARGET_ANY = "a recommended variant exists"
 STATS_NOTE = (

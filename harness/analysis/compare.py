@@ -11,7 +11,7 @@ from harness.analysis.stats import compare, comparisons_frame
 from harness.errors import InputError
 from harness.metrics import get_metric
 from harness.report.markdown import fmt
-from harness.run.store import RunStore
+from harness.store import RunStore
 
 
 def _pairs(a: pd.DataFrame, b: pd.DataFrame, requested: list[str] | None) -> list[tuple[str, str]]:

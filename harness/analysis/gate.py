@@ -15,12 +15,13 @@ interval [lo, hi] ("at least T" rules mirror it):
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
 from harness.analysis.policy import MIN_ITEMS, Policy, Rule, fmt_value
 from harness.errors import InputError
-from harness.manifest import VariantRecord
+from harness.manifest import Manifest, VariantRecord
 from harness.metrics import Metric, get_metric
 from harness.records import Comparison, Finding, VariantVerdict, Verdict
 from harness.registry import did_you_mean
@@ -135,6 +136,7 @@ def apply_policy(policy: Policy, comparisons: list[Comparison]) -> list[Finding]
 
 
 NONFINITE_RULE = "finite outputs"
+PARTIAL_RULE = "complete_evaluation"  # a variant --adaptive stopped early never passes
 
 
 def nonfinite_findings(items) -> list[Finding]:
@@ -187,3 +189,22 @@ def verdict(
     )
     return Verdict(passed=passed, target=require, recommended_variant=recommended,
                    variants=tuple(verdicts), findings=tuple(findings), mode=mode)  # fmt: skip
+
+
+def partial_failures(manifest: Manifest, findings: list[Finding]) -> list[Finding]:
+    """Failures for the variants ``--adaptive`` stopped early whose partial rows no longer
+    fail the gate (re-gated under a looser policy, say): evaluated in part, they must not
+    pass. Variants that still fail need nothing added."""
+    failed = {f.variant for f in findings if f.severity == "fail"}
+    added = []
+    for variant, stop in manifest.adaptive_failures.items():
+        if variant in failed:
+            continue
+        message = (f"FAIL: {variant} was evaluated in part (--adaptive stopped it on: "
+                   f"{stop.message}); rerun without --adaptive to gate it under this policy")  # fmt: skip
+        added.append(
+            dataclasses.replace(
+                stop, rule=PARTIAL_RULE, severity="fail", variant=variant, message=message
+            )
+        )
+    return added

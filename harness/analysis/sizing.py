@@ -57,7 +57,7 @@ def plan_from_run(run_dir: Path, policy_path: Path | None):
     """The run's own baseline (its measured accuracy) and its variants' spread."""
     from harness.analysis.analyse import resolve_policy
     from harness.analysis.stats import compare
-    from harness.run.store import RunStore
+    from harness.store import RunStore
 
     store = RunStore(run_dir)
     manifest = store.manifest()

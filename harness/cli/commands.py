@@ -190,7 +190,7 @@ def cmd_suites_validate(args) -> int:
 
 
 def cmd_gate(args) -> int:
-    from harness.run.store import RunStore
+    from harness.store import RunStore
 
     store = RunStore(args.run_dir)
     store.manifest()  # a clear error when there is no run
@@ -220,7 +220,7 @@ def cmd_report(args) -> int:
 
     from harness.analysis.analyse import TARGET_ANY, analyse
     from harness.report import write_analysis
-    from harness.run.store import RunStore
+    from harness.store import RunStore
 
     store = RunStore(args.run_dir)
     store.manifest()

@@ -18,7 +18,7 @@ from harness.report.findings import what_broke
 from harness.report.html import write_html
 from harness.report.junit import write_junit
 from harness.report.markdown import write_markdown
-from harness.run.store import RunStore, write_json
+from harness.store import RunStore, write_json
 
 PLOTS = {"knee": "plots/knee.png", "slices": "plots/knee_slices.png", "pareto": "plots/pareto.png",
          "heatmap": "plots/heatmap.png", "flips": "plots/flips.png"}  # fmt: skip

@@ -31,16 +31,14 @@ from harness.analysis.gate import apply_policy
 from harness.analysis.policy import Policy
 from harness.analysis.stats import compare, family_size
 from harness.records import Finding, ItemResult, Task
-from harness.run.store import rows_to_frame
+from harness.store import rows_to_frame
 
 if TYPE_CHECKING:
     from harness.engine.tasks import PreparedItem
-    from harness.manifest import Manifest
 
 ROUND_TOKENS = 512  # request tokens each task gets per round (always at least one item)
 CHUNK = 16  # at most this many items of one task per round
 STOP_FACTOR = 10
-PARTIAL_RULE = "complete_evaluation"
 
 
 def balanced_order(items: list[PreparedItem]) -> list[int]:
@@ -145,22 +143,3 @@ def evaluate_adaptive(
                 finish(task, rows[task.name], record(task, settled.message))
             return settled
     return None
-
-
-def partial_failures(manifest: Manifest, findings: list[Finding]) -> list[Finding]:
-    """Failures for the variants ``--adaptive`` stopped early whose partial rows no longer
-    fail the gate (re-gated under a looser policy, say): evaluated in part, they must not
-    pass. Variants that still fail need nothing added."""
-    failed = {f.variant for f in findings if f.severity == "fail"}
-    added = []
-    for variant, stop in manifest.adaptive_failures.items():
-        if variant in failed:
-            continue
-        message = (f"FAIL: {variant} was evaluated in part (--adaptive stopped it on: "
-                   f"{stop.message}); rerun without --adaptive to gate it under this policy")  # fmt: skip
-        added.append(
-            dataclasses.replace(
-                stop, rule=PARTIAL_RULE, severity="fail", variant=variant, message=message
-            )
-        )
-    return added

@@ -1,6 +1,6 @@
 """What ties a run folder to the inputs of its numbers: the scoring code, the libraries
 that compute them, and the suite's files. A resumed run appends rows only while all of
-these are unchanged (see :meth:`harness.run.store.RunStore.open`)."""
+these are unchanged (see :meth:`harness.store.RunStore.open`)."""
 
 from __future__ import annotations
 

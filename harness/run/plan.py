@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from harness.engine.kinds import kind_of
 from harness.records import Suite, Task, Variant
-from harness.run.store import RunStore
+from harness.store import RunStore
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,7 @@ from harness.records import RunSpec
 from harness.run.fingerprint import code_fingerprint, library_versions, suite_fingerprint
 from harness.run.plan import plan, tasks_of
 from harness.run.session import BASELINE, Session, baseline_record, log
-from harness.run.store import RunStore
+from harness.store import RunStore
 
 
 def run(

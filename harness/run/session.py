@@ -31,7 +31,7 @@ from harness.quant.master import MasterCopy
 from harness.records import RunSpec, Suite, Task, Variant
 from harness.run.adaptive import evaluate_adaptive
 from harness.run.plan import WorkUnit, request_count, tasks_of
-from harness.run.store import RunStore, rows_to_frame
+from harness.store import RunStore, rows_to_frame
 
 BASELINE = Variant("baseline")
 

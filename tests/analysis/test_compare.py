@@ -54,7 +54,7 @@ def test_different_tokenizations_are_not_compared_per_token(tmp_path):
     items = pd.read_parquet(run_b / "items.parquet")
     items.loc[items["task"] == "text", "n_tokens"] += 1
     from harness.records import ItemResult
-    from harness.run.store import RunStore
+    from harness.store import RunStore
 
     store = RunStore(run_b)
     for (variant, task), rows in items.groupby(["variant", "task"], sort=False):

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
 import pytest
 
-from harness.analysis.gate import apply_policy, decide, verdict
+from harness.analysis.gate import apply_policy, decide, partial_failures, verdict
 from harness.analysis.policy import MaxDrop, MinTop1, Policy, default_rules, parse_policy
 from harness.cli import EXIT_GATE_FAILED, EXIT_OK, EXIT_USAGE, main
 from harness.errors import InputError
-from harness.manifest import VariantRecord
+from harness.manifest import VariantRecord, parse
 from harness.records import Comparison, Finding
-from harness.run.store import RunStore
+from harness.store import RunStore
 from tests.synthetic import SIZES, gate, make_items, manifest, records, store_run
 
 
@@ -200,3 +201,15 @@ def test_among_passing_variants_of_equal_weights_the_narrowest_kv_cache_is_recom
     }
     failing = Finding("accuracy_drop", "fail", "kv2", "t", "all", "acc", 0.5, 0.02, (0.3, 0.7), "x")
     assert verdict([failing], variants).recommended_variant == "kv4"
+
+
+def test_a_variant_stopped_early_never_passes_a_re_gating():
+    stop = Finding(
+        "max_kld", "fail", "w2", "mc", "all", "acc", 0.5, 0.1, (0.3, 0.9), "FAIL: w2 · mc/all: ..."
+    )
+    manifest = {"adaptive_failures": {"w2": dataclasses.asdict(stop)}}
+    added = partial_failures(parse(json.loads(json.dumps(manifest))), [])
+    assert len(added) == 1 and added[0].severity == "fail" and added[0].variant == "w2"
+    assert added[0].rule == "complete_evaluation" and "evaluated in part" in added[0].message
+    assert partial_failures(parse(manifest), [stop]) == []  # it still fails: nothing to add
+    assert partial_failures(parse({}), []) == []

@@ -312,7 +312,7 @@ def test_rolling_metrics_become_token_weighted_perplexity_rows():
     carry them as nll and n_tokens, so the perplexity is weighted as lm-eval's
     weighted_perplexity aggregation weights it."""
     from harness.metrics import get_metric
-    from harness.run.store import rows_to_frame
+    from harness.store import rows_to_frame
 
     task = Task(name="wiki", kind="lm_eval", data=None, source="wiki", metric="word_perplexity")
     samples = [{"doc_id": i, "doc": {}, "target": "", "filter": "none",

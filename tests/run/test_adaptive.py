@@ -12,19 +12,17 @@ from harness.analysis.stats import family_size
 from harness.data.suites import load_items
 from harness.engine.scorer import ReferenceHead, Scorer
 from harness.engine.tasks import PreparedItem, evaluate_task, prepare
-from harness.manifest import parse
 from harness.quant import make_config, quantize_
-from harness.records import Finding, Task
+from harness.records import Task
 from harness.run.adaptive import (
     CHUNK,
     balanced_order,
     evaluate_adaptive,
     item_tokens,
-    partial_failures,
     round_chunks,
     settled_failure,
 )
-from harness.run.store import rows_to_frame
+from harness.store import rows_to_frame
 from tests.synthetic import make_items
 
 
@@ -180,15 +178,3 @@ def test_a_settled_failure_stops_the_variant_on_every_task_and_passing_rows_are_
                 abs(r.nll - by_id[r.item_id].nll) < 1e-4
                 and abs(r.kld - by_id[r.item_id].kld) < 1e-4
             )
-
-
-def test_a_variant_stopped_early_never_passes_a_re_gating():
-    stop = Finding(
-        "max_kld", "fail", "w2", "mc", "all", "acc", 0.5, 0.1, (0.3, 0.9), "FAIL: w2 · mc/all: ..."
-    )
-    manifest = {"adaptive_failures": {"w2": dataclasses.asdict(stop)}}
-    added = partial_failures(parse(json.loads(json.dumps(manifest))), [])
-    assert len(added) == 1 and added[0].severity == "fail" and added[0].variant == "w2"
-    assert added[0].rule == "complete_evaluation" and "evaluated in part" in added[0].message
-    assert partial_failures(parse(manifest), [stop]) == []  # it still fails: nothing to add
-    assert partial_failures(parse({}), []) == []

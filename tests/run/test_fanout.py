@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from harness.cli import EXIT_USAGE, main
-from harness.run.store import RunStore
+from harness.store import RunStore
 from tests.conftest import REPO
 from tests.test_faults import FINISHED, another_process_holding, rows, start, wait_for_parts
 

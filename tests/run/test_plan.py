@@ -9,7 +9,7 @@ from harness.data.suites import load_items, load_suite
 from harness.engine.tasks import prepare
 from harness.records import ItemResult, Reference, Variant
 from harness.run.plan import plan, request_count, tasks_of
-from harness.run.store import RunStore
+from harness.store import RunStore
 
 
 def _row(variant: str, task: str) -> ItemResult:

@@ -23,7 +23,7 @@ from tests.conftest import REPO
 KILLER = textwrap.dedent(
     """
     import os, signal, sys
-    from harness.run import store
+    from harness import store
     target, when = sys.argv[1], int(sys.argv[2])
     calls = {"n": 0}
     if target == "append":
@@ -112,7 +112,7 @@ def test_a_damaged_part_and_reference_are_recomputed_by_the_same_command(
     part.write_bytes(part.read_bytes()[: part.stat().st_size // 2])
     reference = sorted((out / "reference").glob("*.safetensors"))[0]
     reference.write_bytes(b"\x00garbage")
-    from harness.run.store import RunStore
+    from harness.store import RunStore
 
     RunStore._held_locks.clear()  # as a new process would
     assert main(cli_args(tiny_model_dir, tiny_suite, out)) == first

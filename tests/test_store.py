@@ -7,7 +7,7 @@ import torch
 
 from harness.errors import InputError
 from harness.records import ItemResult, Reference
-from harness.run.store import RunStore
+from harness.store import RunStore
 
 
 def row(variant: str, task: str, item: str, correct: bool = True) -> ItemResult:
@@ -93,7 +93,7 @@ def test_stale_temporary_files_are_removed_on_reopen(tmp_path):
 
 def _hold_lock(root, *, then: str) -> str:
     """Python code for another process that locks ``root`` as a run would, then ``then``."""
-    return (f"import pathlib, sys, time, os; from harness.run.store import RunStore; "
+    return (f"import pathlib, sys, time, os; from harness.store import RunStore; "
             f"RunStore.lock(pathlib.Path({str(root)!r})); print('locked', flush=True); {then}")  # fmt: skip
 
 
