@@ -22,6 +22,7 @@ from pathlib import Path
 import yaml
 
 from harness.data.suites import load_items
+from harness.engine.kinds import kind_of
 from harness.records import Suite
 
 
@@ -35,7 +36,7 @@ def export_suite(suite: Suite, folder: Path, limits: dict[str, int | None]) -> l
     folder.mkdir(parents=True, exist_ok=True)
     names = []
     for task in suite.tasks:
-        if task.kind == "lm_eval":
+        if not kind_of(task).itemized:
             continue
         items = load_items(task)[: limits.get(task.name)]
         data = folder / f"{task.name}.jsonl"

@@ -231,6 +231,9 @@ def run_samples(task: Task, lm: LM, *, limit: int | None, seed: int) -> list[dic
     from lm_eval.tasks import TaskManager
 
     logging.getLogger("lm_eval").setLevel(logging.ERROR)
+    import datasets
+
+    datasets.disable_progress_bars()  # the harness shows its own progress
     name, folder = task_name(task)
     manager = (
         TaskManager(include_path=str(folder), include_defaults=False) if folder else TaskManager()
