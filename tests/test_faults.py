@@ -69,7 +69,7 @@ def assert_whole(out, killed: bool = False) -> None:
 
 
 def start(args: list[str]) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "harness.cli", *args], cwd=REPO,
+    return subprocess.Popen([sys.executable, "-m", "harness", *args], cwd=REPO,
                             stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)  # fmt: skip
 
 
@@ -103,7 +103,7 @@ def test_killed_at_five_random_moments_resumes_to_the_uninterrupted_rows(
         assert_whole(out, killed=True)
         stored.append(len(list(out.glob("parts/*.parquet"))))
     assert len(set(stored)) >= 3, stored  # killed at different stages of the sweep
-    finished = subprocess.run([sys.executable, "-m", "harness.cli", *args], cwd=REPO,
+    finished = subprocess.run([sys.executable, "-m", "harness", *args], cwd=REPO,
                               capture_output=True, text=True)  # fmt: skip
     assert finished.returncode in FINISHED, finished.stderr
     assert_whole(out)
