@@ -37,6 +37,15 @@ def _value(resp) -> float | str:
     return resp
 
 
+def _close(a, b) -> bool:
+    """Equal, or for (log-likelihood, words) pairs equal words and log-likelihoods within 1e-5."""
+    if isinstance(a, list | tuple):
+        return len(a) == len(b) and all(_close(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, float):
+        return abs(a - b) <= 1e-5 * max(1.0, abs(b))
+    return a == b
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--limit", type=int, default=40)
@@ -75,7 +84,7 @@ def main() -> None:
         theirs = {(s["doc_id"], s["filter"]): s for s in hf["samples"][name]}
         ours = {(s["doc_id"], s["filter"]): s for s in ours}
         metric = ours[next(iter(ours))]["metrics"][0]
-        same_metric = sum(ours[k][metric] == theirs[k][metric] for k in ours)
+        same_metric = sum(_close(ours[k][metric], theirs[k][metric]) for k in ours)
         gaps, same_answer = [], 0
         for key, mine in ours.items():
             a = [_value(r) for r in mine["resps"]]
