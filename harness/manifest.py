@@ -150,7 +150,6 @@ class Manifest:
     base_precision: GridCheck | None = None
     truncated: dict[str, int] = field(default_factory=dict)
     variants: dict[str, VariantRecord] = field(default_factory=dict)
-    variant_records: dict[str, dict] = field(default_factory=dict)  # as stored, for resume checks
     skipped_variants: tuple = ()
     calibration: dict | None = None
     timings: dict[str, float] = field(default_factory=dict)
@@ -181,7 +180,7 @@ class Manifest:
     def changed_variant(self, name: str, record: dict) -> list[str]:
         """Which settings of ``record`` (config, calibration, artifact, KV cache) differ
         from those variant ``name`` was stored with (none when it was not stored)."""
-        stored = self.variant_records.get(name)
+        stored = (self.raw.get("variants") or {}).get(name)
         if stored is None:
             return []
         return [key for key, value in record.items() if stored.get(key) != value]
@@ -205,11 +204,7 @@ def parse(raw: dict, path: str = "manifest") -> Manifest:
             f"{path} was written by a newer qharness (manifest version {version}); upgrade"
         )
     names = {f.name for f in dataclasses.fields(Manifest)}
-    values = {
-        k: v
-        for k, v in raw.items()
-        if k in names and k not in ("suite", "variants", "variant_records", "raw")
-    }
+    values = {k: v for k, v in raw.items() if k in names and k not in ("suite", "variants", "raw")}
     values["fingerprint"] = raw.get("fingerprint") or {}
     values["command"] = tuple(raw.get("command") or ())
     values["skipped_variants"] = tuple(raw.get("skipped_variants") or ())
@@ -228,7 +223,6 @@ def parse(raw: dict, path: str = "manifest") -> Manifest:
     if raw.get("suite") is not None:
         values["suite"] = SuiteRecord.parse(raw["suite"], path)
     stored = raw.get("variants") or {}
-    values["variant_records"] = stored
     values["variants"] = {
         name: VariantRecord.parse(info, name, path) for name, info in stored.items()
     }

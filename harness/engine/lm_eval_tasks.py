@@ -156,61 +156,61 @@ class NativeLM(LM):
         return texts
 
     def _reference(self, request) -> Reference | None:
-        if self.references is None:
-            return None
-        return self.references.get(item_id(request.doc, request.doc_id))
+        return (
+            self.references.get(item_id(request.doc, request.doc_id))
+            if self.references is not None
+            else None
+        )
 
     def _score(
         self, requests, windows: list[list[tuple[list[int], list[int]]]]
     ) -> list[list[Scored]]:
         """Score every request's windows; compare each to its slice of the document's
         reference (the document's requests in index order, their windows in order)."""
-        offsets: dict[str, int] = {}
-        flat, refs, owners = [], [], []
+        by_doc: dict[str, list[int]] = {}  # document -> its requests, in index order
         for n in sorted(range(len(requests)), key=lambda n: (requests[n].doc_id, requests[n].idx)):
-            key = item_id(requests[n].doc, requests[n].doc_id)
-            reference = self._reference(requests[n])
+            by_doc.setdefault(item_id(requests[n].doc, requests[n].doc_id), []).append(n)
+        flat, refs, owners = [], [], []
+        for key, members in by_doc.items():
+            reference = self.references.get(key) if self.references is not None else None
             if self.references is not None and reference is None:
                 raise InputError(f"lm-eval document {key!r} has no baseline reference; "
                                  "rerun the baseline (delete its rows) first")  # fmt: skip
-            for ctx, cont in windows[n]:
-                start = offsets.get(key, 0)
-                offsets[key] = start + len(cont)
-                flat.append((ctx, cont))
-                owners.append(n)
-                refs.append(None if reference is None else Reference(
-                    hidden=reference.hidden[start : start + len(cont)], argmax=reference.argmax[start : start + len(cont)]))  # fmt: skip
-            total = sum(len(c) for _, c in windows[n])
-            longest = max((len(ctx) + len(cont) for ctx, cont in windows[n]), default=0)
-            self.lengths[key] = max(
-                self.lengths.get(key, 0), total if len(windows[n]) > 1 else longest
-            )
+            start = 0
+            for n in members:
+                for ctx, cont in windows[n]:
+                    flat.append((ctx, cont))
+                    owners.append(n)
+                    refs.append(None if reference is None else Reference(
+                        hidden=reference.hidden[start : start + len(cont)], argmax=reference.argmax[start : start + len(cont)]))  # fmt: skip
+                    start += len(cont)
+                # a rolling text counts all its tokens, other requests their longest input
+                size = (
+                    start
+                    if len(windows[n]) > 1
+                    else max((len(c) + len(t) for c, t in windows[n]), default=0)
+                )
+                self.lengths[key] = max(self.lengths.get(key, 0), size)
         scored = self.scorer.score(flat, references=refs if self.references is not None else None,
                                    keep_hidden=self.references is None, on_batch=self.on_progress)  # fmt: skip
         parts: list[list[Scored]] = [[] for _ in requests]
         for n, s in zip(owners, scored, strict=True):
             parts[n].append(s)
-        for n, request in enumerate(requests):
-            key = item_id(request.doc, request.doc_id)
-            self.scored.setdefault(key, {})[request.idx] = parts[n]
-        if self.references is None:
-            self._keep_reference(requests, windows, parts)
-        return parts
-
-    def _keep_reference(self, requests, windows, parts) -> None:
-        """The baseline's reference per document: its scored tokens' hidden states, greedy
-        tokens and the tokens themselves, in request then window order."""
-        by_doc: dict[str, list[int]] = {}
-        for n in sorted(range(len(requests)), key=lambda n: (requests[n].doc_id, requests[n].idx)):
-            by_doc.setdefault(item_id(requests[n].doc, requests[n].doc_id), []).append(n)
         for key, members in by_doc.items():
-            scored = [s for n in members for s in parts[n]]
-            if not scored:
-                continue
-            tokens = [t for n in members for _, cont in windows[n] for t in cont]
-            self.made[key] = Reference(hidden=torch.cat([s.hidden for s in scored]),
-                                       argmax=torch.cat([s.argmax for s in scored]).int(),
-                                       tokens=torch.tensor(tokens, dtype=torch.int32))  # fmt: skip
+            for n in members:
+                self.scored.setdefault(key, {})[requests[n].idx] = parts[n]
+            if self.references is None and any(
+                parts[n] for n in members
+            ):  # the baseline's reference
+                self.made[key] = Reference(
+                    hidden=torch.cat([s.hidden for n in members for s in parts[n]]),
+                    argmax=torch.cat([s.argmax for n in members for s in parts[n]]).int(),
+                    tokens=torch.tensor(
+                        [t for n in members for _, cont in windows[n] for t in cont],
+                        dtype=torch.int32,
+                    ),
+                )
+        return parts
 
 
 def evaluate_lm_eval(task: Task, scorer: Scorer, tokenizer, prefix: int, variant: str,
@@ -304,17 +304,12 @@ def to_rows(
         else:
             score = _number(value)
         key = item_id(sample.get("doc"), sample["doc_id"])
-        parts = _compared(lm.scored.get(key, {}), gold) if lm is not None else []
+        scored = lm.scored.get(key, {}) if lm is not None else {}
+        parts = _compared(scored, gold)
         compared = parts and all(p.kld is not None for p in parts)
         measured = divergence(parts) if compared else {"kld": None, "top1_agree": None}
-        nonfinite = sum(
-            s.nonfinite for p in (lm.scored.get(key, {}) if lm else {}).values() for s in p
-        )
-        slices = (
-            (*task.slices, length_bucket(lm.lengths[key]))
-            if lm is not None and key in lm.lengths
-            else task.slices
-        )
+        nonfinite = sum(s.nonfinite for request in scored.values() for s in request)
+        slices = (*task.slices, length_bucket(lm.lengths[key])) if scored else task.slices
         correct = score >= 0.5 if metric.outcome else None
         if nonfinite and correct is not None:  # never right by accident of a broken forward pass
             correct = False
