@@ -1,7 +1,8 @@
 """The one reader of YAML files users hand the harness (suites, variants, policies): safe
 loading only, and every problem one line naming the file — missing, not UTF-8, not YAML
-(with the line), nested too deeply, or too big once its aliases are expanded (an "alias
-bomb" of a few lines that means billions of nodes)."""
+(with the line), nested too deeply, too big once its aliases are expanded (an "alias
+bomb" of a few lines that means billions of nodes), or text no file can hold (an
+unpaired surrogate escape)."""
 
 from __future__ import annotations
 
@@ -50,6 +51,19 @@ def read_yaml(path: str | Path, what: str) -> object:
             loader.dispose()
 
 
+def _paired(text: str, where: str) -> str:
+    """``text`` with JSON-style surrogate escape pairs (``"\\ud83d\\ude00"``, which YAML
+    keeps as two halves) joined into their character; an unpaired half is an error."""
+    if not any("\ud800" <= c <= "\udfff" for c in text):
+        return text
+    try:
+        return text.encode("utf-16", "surrogatepass").decode("utf-16")
+    except UnicodeDecodeError:
+        raise InputError(
+            f"{where}: not valid Unicode text (an unpaired surrogate escape)"
+        ) from None
+
+
 def _expanded_size(node: yaml.Node, path: Path, depth: int, sizes: dict[int, int]) -> int:
     """The number of nodes once every alias is expanded (each shared node counted once
     per use, computed once)."""
@@ -58,6 +72,8 @@ def _expanded_size(node: yaml.Node, path: Path, depth: int, sizes: dict[int, int
     if depth > MAX_DEPTH:
         raise InputError(f"{path}: nested more than {MAX_DEPTH} levels deep")
     size = 1
+    if isinstance(node, yaml.ScalarNode) and isinstance(node.value, str):
+        node.value = _paired(node.value, f"{path}:{node.start_mark.line + 1}")
     if isinstance(node, yaml.SequenceNode):
         size += sum(_expanded_size(child, path, depth + 1, sizes) for child in node.value)
     elif isinstance(node, yaml.MappingNode):

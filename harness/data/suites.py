@@ -191,6 +191,12 @@ def read_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
                 ) from None
             if not isinstance(record, dict):
                 raise InputError(f"{path}:{lineno}: each line must be a JSON object")
+            if "\\ud" in line.lower():  # JSON joins escaped surrogate pairs; a lone half stays
+                try:
+                    json.dumps(record, ensure_ascii=False).encode("utf-8")
+                except UnicodeEncodeError:
+                    raise InputError(f"{path}:{lineno}: not valid Unicode text (an unpaired "
+                                     "surrogate escape)") from None  # fmt: skip
             yield lineno, record
 
 

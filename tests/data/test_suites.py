@@ -143,3 +143,11 @@ def test_suites_validate_command_accepts_the_default_suite(capsys):
 
     assert main(["suites", "validate", str(REPO / "tasks" / "default.yaml")]) == EXIT_OK
     assert "ok" in capsys.readouterr().out
+
+
+def test_an_item_with_an_unpaired_surrogate_escape_is_refused(tmp_path):
+    (tmp_path / "t.jsonl").write_text('{"text": "fine \\ud83d\\ude00"}\n{"text": "bad \\ud800"}\n')
+    suite = tmp_path / "s.yaml"
+    suite.write_text("name: s\ntasks: [{name: a, kind: perplexity, data: t.jsonl}]\n")
+    with pytest.raises(InputError, match="t.jsonl:2: not valid Unicode text"):
+        load_suite(suite)
