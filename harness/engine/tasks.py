@@ -109,6 +109,11 @@ def prepare(
     return prepared
 
 
+def item_limit(limit: int | None, task: Task) -> int | None:
+    """The number of items to evaluate: the smaller of ``--limit`` and the task's ``limit``."""
+    return min([n for n in (limit, task.limit) if n], default=None)
+
+
 def prepare_suite(suite: Suite, tokenizer, prefix: int, seed: int, limit: int | None = None,
                   items: dict[str, list[dict]] | None = None) -> dict[str, list[PreparedItem]]:  # fmt: skip
     """Every itemized task of ``suite`` prepared: its first ``min(limit, task.limit)``
@@ -126,7 +131,7 @@ def prepare_suite(suite: Suite, tokenizer, prefix: int, seed: int, limit: int | 
             if task.fewshot_data
             else loaded
         )
-        chosen = loaded[: min([n for n in (limit, task.limit) if n], default=None)]
+        chosen = loaded[: item_limit(limit, task)]
         prepared[task.name] = prepare(task, chosen, tokenizer, prefix, pool, seed)
     return prepared
 

@@ -15,7 +15,7 @@ from tqdm import tqdm
 from harness.engine.kinds import kind_of
 from harness.engine.kvcache import kv_cache_record
 from harness.engine.scorer import Scorer
-from harness.engine.tasks import evaluate_task
+from harness.engine.tasks import evaluate_task, item_limit
 from harness.errors import InputError
 from harness.metrics import get_metric
 from harness.model.load import weight_files
@@ -138,7 +138,7 @@ class Session:
                                        on_progress=self.bar.update)  # fmt: skip
         else:
             rows, made = kind.evaluate(task, self.active, self.tokenizer, self.prefix, variant.name, reference,
-                                       limit=item_limit(self.spec, task), seed=self.spec.seed,
+                                       limit=item_limit(self.spec.limit, task), seed=self.spec.seed,
                                        on_progress=self.bar.update)  # fmt: skip
         key = f"{variant.name}/{task.name}"
         self.seconds[key] = self.seconds.get(key, 0.0) + time.perf_counter() - start
@@ -254,11 +254,6 @@ def make_variant(model: nn.Module, scorer: Scorer, variant: Variant, info, calib
 def baseline_record(model: nn.Module) -> dict:
     return {"config": None, "method": "none", "bits": 16, "effective_bits": 16.0,
             "model_bytes": model_bytes_16bit(model), "simulated": False}  # fmt: skip
-
-
-def item_limit(spec: RunSpec, task: Task) -> int | None:
-    """The number of items to evaluate: the smaller of ``--limit`` and the task's ``limit``."""
-    return min([n for n in (spec.limit, task.limit) if n], default=None)
 
 
 def headline(task: Task, rows) -> str:

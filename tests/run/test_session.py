@@ -7,9 +7,10 @@ import copy
 import torch
 
 from harness.engine.scorer import Scorer
+from harness.engine.tasks import item_limit
 from harness.quant.rtn import RTNConfig
 from harness.records import ModelSpec, RunSpec, Task, Variant
-from harness.run.session import baseline_record, headline, item_limit, make_variant
+from harness.run.session import baseline_record, headline, make_variant
 from tests.engine.scoring import ppl_task, run_task
 
 
@@ -38,9 +39,12 @@ def test_variants_are_made_in_place_or_scored_through_a_quantized_cache(tiny_mod
 def test_item_limits_and_headlines(tmp_path, tiny_model, tokenizer):
     spec = RunSpec(model=ModelSpec(), suite_path=tmp_path, out=tmp_path, variants=(), limit=5)
     task = Task(name="t", kind="multiple_choice", data=None, metric="acc", limit=3)
-    assert item_limit(spec, task) == 3 and item_limit(spec, Task("t", "generate", None)) == 5
     assert (
-        item_limit(RunSpec(ModelSpec(), tmp_path, tmp_path, ()), Task("t", "generate", None))
+        item_limit(spec.limit, task) == 3
+        and item_limit(spec.limit, Task("t", "generate", None)) == 5
+    )
+    assert (
+        item_limit(RunSpec(ModelSpec(), tmp_path, tmp_path, ()).limit, Task("t", "generate", None))
         is None
     )
     rows, _ = run_task(ppl_task(tmp_path, window=64), tiny_model, tokenizer)
